@@ -1,0 +1,195 @@
+//! Wiring: builds every part from the [`Config`], runs the tasks, and shuts
+//! down in order on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, KubeAccess};
+use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
+use crate::imds::{MetadataService, Upstream, serve};
+use crate::pods::{PodStore, spawn_watchers};
+use crate::roles::{BaseArn, Resolver};
+
+/// How long the agent waits on the real metadata service before giving up
+/// on a proxied request.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("cannot set up the Kubernetes client: {0}")]
+    Kube(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("auto-discovery from the node's metadata service failed: {0}")]
+    Discovery(String),
+    #[error("invalid role settings: {0}")]
+    Roles(#[from] crate::roles::RoleError),
+}
+
+impl AppError {
+    /// Process exit code: 3 for the node's environment (API server, port,
+    /// metadata service), 2 is left to flag errors.
+    pub fn exit_code(&self) -> u8 {
+        3
+    }
+}
+
+pub async fn run(config: Config) -> Result<(), AppError> {
+    for (flag, why) in &config.no_effect {
+        info!(flag = %flag, why, "flag accepted for kube2iam compatibility; it has no effect in iamlet");
+    }
+    if config.iptables {
+        warn!(
+            "--iptables: this build does not install rules; pods must reach the agent some other way"
+        );
+    }
+    if let Some(port) = config.metrics_port {
+        warn!(port, "--metrics-port: this build serves no metrics yet");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let upstream = Arc::new(Upstream::new(&config.metadata_addr, UPSTREAM_TIMEOUT));
+    let resolver = Arc::new(build_resolver(&config, &upstream).await?);
+    let client = kube_client(&config.kube).await?;
+    let store = Arc::new(PodStore::new(
+        config.annotations.clone(),
+        resolver.restrictions(),
+    ));
+    let sts = AwsSts::from_environment(upstream.base_url()).await;
+    let cache = Arc::new(CredentialCache::new(
+        Arc::new(sts),
+        config.cache,
+        clock.clone(),
+    ));
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    if config.node.is_none() {
+        warn!("no --node and no $NODE_NAME: watching every pod in the cluster");
+    }
+    let watchers = spawn_watchers(client, config.node.as_deref(), store.clone());
+    let warmer = spawn_warmer(store.clone(), resolver.clone(), cache.clone());
+    info!(listen = %config.listen, node = config.node.as_deref().unwrap_or("*"),
+        version = crate::cli::LONG_VERSION, "iamlet serving");
+
+    let service = Arc::new(MetadataService {
+        store,
+        resolver,
+        cache,
+        upstream,
+        tokens: Default::default(),
+        clock,
+        settings: config.service.clone(),
+    });
+    serve(listener, service, shutdown_signal()).await;
+    warmer.abort();
+    for watcher in watchers {
+        watcher.abort();
+    }
+    info!("iamlet stopped");
+    Ok(())
+}
+
+async fn build_resolver(config: &Config, upstream: &Upstream) -> Result<Resolver, AppError> {
+    let settings = &config.roles;
+    let mut base = settings.base_role_arn.clone();
+    let mut default_role = settings.default_role.clone();
+    if settings.auto_discover_base_arn || settings.auto_discover_default_role {
+        let info = fetch_upstream(upstream, "/latest/meta-data/iam/info").await?;
+        let info: serde_json::Value = serde_json::from_str(&info)
+            .map_err(|e| AppError::Discovery(format!("iam/info is not JSON: {e}")))?;
+        let profile = info["InstanceProfileArn"]
+            .as_str()
+            .ok_or_else(|| AppError::Discovery("iam/info has no InstanceProfileArn".into()))?;
+        let account_base = BaseArn::from_instance_profile(profile).map_err(AppError::Discovery)?;
+        if settings.auto_discover_default_role {
+            let name =
+                fetch_upstream(upstream, "/latest/meta-data/iam/security-credentials/").await?;
+            let node_role = account_base.join(name.trim())?;
+            info!(role = %node_role, "default role discovered from the node");
+            default_role = Some(node_role.to_string());
+        }
+        if settings.auto_discover_base_arn {
+            info!(
+                base = account_base.as_str(),
+                "base role ARN discovered from the node"
+            );
+            base = Some(account_base);
+        }
+    }
+    Ok(Resolver::new(
+        base,
+        default_role.as_deref(),
+        settings.restrictions,
+    )?)
+}
+
+async fn fetch_upstream(upstream: &Upstream, path: &str) -> Result<String, AppError> {
+    let response = upstream
+        .get(Method::GET, path)
+        .await
+        .map_err(|e| AppError::Discovery(e.to_string()))?;
+    if response.status != StatusCode::OK {
+        return Err(AppError::Discovery(format!(
+            "{path} answered {}",
+            response.status
+        )));
+    }
+    String::from_utf8(response.body.to_vec()).map_err(|e| AppError::Discovery(e.to_string()))
+}
+
+async fn kube_client(access: &KubeAccess) -> Result<kube::Client, AppError> {
+    let error = |e: &dyn std::fmt::Display| AppError::Kube(e.to_string());
+    let (mut config, insecure) = match access {
+        KubeAccess::Explicit {
+            server,
+            token,
+            insecure,
+        } => {
+            let mut config = kube::Config::new(server.parse().map_err(|e| error(&e))?);
+            config.auth_info.token = token.clone().map(secrecy::SecretString::from);
+            (config, *insecure)
+        }
+        KubeAccess::Kubeconfig { path, insecure } => {
+            let file = Kubeconfig::read_from(path).map_err(|e| error(&e))?;
+            let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| error(&e))?;
+            (config, *insecure)
+        }
+        KubeAccess::Infer { insecure } => (
+            kube::Config::infer().await.map_err(|e| error(&e))?,
+            *insecure,
+        ),
+    };
+    config.accept_invalid_certs |= insecure;
+    kube::Client::try_from(config).map_err(|e| error(&e))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received; shutting down"),
+        _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+    }
+}

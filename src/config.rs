@@ -1,0 +1,369 @@
+//! The validated configuration the rest of iamlet sees. Every check here
+//! names the flag at fault, and the process exits before touching anything.
+
+pub mod duration;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use thiserror::Error;
+
+use crate::cli::{Cli, NO_EFFECT_FLAGS};
+use crate::credentials::CacheSettings;
+use crate::imds::ServiceSettings;
+use crate::pods::AnnotationKeys;
+use crate::roles::{BaseArn, PolicyFormat, RoleError, to_role_arn};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid value for --{flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
+    #[error("--{flag} cannot be combined with --{other}")]
+    Conflict {
+        flag: &'static str,
+        other: &'static str,
+    },
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+impl ConfigError {
+    fn invalid(flag: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            flag,
+            message: message.into(),
+        }
+    }
+}
+
+/// How to reach the Kubernetes API server.
+#[derive(Clone, Debug)]
+pub enum KubeAccess {
+    /// `--api-server` (with `--api-token` when given).
+    Explicit {
+        server: String,
+        token: Option<String>,
+        insecure: bool,
+    },
+    Kubeconfig {
+        path: PathBuf,
+        insecure: bool,
+    },
+    /// In-cluster service account, or $KUBECONFIG / ~/.kube/config.
+    Infer {
+        insecure: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoleSettings {
+    pub base_role_arn: Option<BaseArn>,
+    pub default_role: Option<String>,
+    pub auto_discover_base_arn: bool,
+    pub auto_discover_default_role: bool,
+    pub restrictions: Option<PolicyFormat>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kube: KubeAccess,
+    /// `None`: watch every pod in the cluster (kube2iam without --node).
+    pub node: Option<String>,
+    pub listen: SocketAddr,
+    pub metrics_port: Option<u16>,
+    pub metadata_addr: String,
+    pub annotations: AnnotationKeys,
+    pub roles: RoleSettings,
+    pub cache: CacheSettings,
+    pub service: ServiceSettings,
+    pub log_format: LogFormat,
+    pub log_level: tracing::Level,
+    pub iptables: bool,
+    pub host_interface: String,
+    /// kube2iam flags set on the command line or environment that change nothing here, with why.
+    pub no_effect: Vec<(String, &'static str)>,
+}
+
+impl Config {
+    /// Parses arguments (and `IAMLET_*` variables) into a validated config.
+    /// `env` reads the process environment in production and a map in tests.
+    pub fn parse<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        Self::from_cli(cli, &matches, env)
+    }
+
+    fn from_cli(
+        cli: Cli,
+        matches: &ArgMatches,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let kube = kube_access(&cli)?;
+        let fallback = |value: String, var: &str| {
+            Some(value)
+                .filter(|v| !v.is_empty())
+                .or_else(|| env(var).filter(|v| !v.is_empty()))
+        };
+        let node = fallback(cli.kube.node.clone(), "NODE_NAME");
+        let host_ip = fallback(cli.server.host_ip.clone(), "HOST_IP").ok_or_else(|| {
+            ConfigError::invalid(
+                "host-ip",
+                "required (or $HOST_IP): iamlet listens on the node's address only, never on every interface",
+            )
+        })?;
+        let host_ip: IpAddr = host_ip.parse().map_err(|_| {
+            ConfigError::invalid("host-ip", format!("{host_ip:?} is not an IP address"))
+        })?;
+        if cli.server.app_port == 0 {
+            return Err(ConfigError::invalid(
+                "app-port",
+                "must be a port from 1 to 65535",
+            ));
+        }
+        if cli.server.metadata_addr.trim().is_empty() || cli.server.metadata_addr.contains('/') {
+            return Err(ConfigError::invalid(
+                "metadata-addr",
+                "must be a host or host:port",
+            ));
+        }
+
+        let roles = role_settings(&cli)?;
+        let cache = cache_settings(&cli)?;
+        let log_format = match cli.logging.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log-format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
+        };
+        let log_level = if cli.logging.verbose {
+            tracing::Level::DEBUG
+        } else {
+            parse_level(&cli.logging.log_level)?
+        };
+        for key in [
+            ("iam-role-key", &cli.roles.iam_role_key),
+            ("iam-external-id", &cli.roles.iam_external_id),
+            ("namespace-key", &cli.roles.namespace_key),
+        ] {
+            if key.1.trim().is_empty() {
+                return Err(ConfigError::invalid(key.0, "must not be empty"));
+            }
+        }
+
+        let no_effect = NO_EFFECT_FLAGS
+            .iter()
+            .filter(|(id, _)| {
+                matches!(
+                    matches.value_source(id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|(id, why)| (id.replace('_', "-"), *why))
+            .collect();
+
+        Ok(Config {
+            kube,
+            node,
+            listen: SocketAddr::new(host_ip, cli.server.app_port),
+            metrics_port: Some(cli.server.metrics_port).filter(|p| *p != cli.server.app_port),
+            metadata_addr: cli.server.metadata_addr.trim().to_string(),
+            annotations: AnnotationKeys {
+                role: cli.roles.iam_role_key,
+                external_id: cli.roles.iam_external_id,
+                namespace_policy: cli.roles.namespace_key,
+            },
+            roles,
+            cache,
+            service: ServiceSettings {
+                require_imdsv2: cli.server.require_imdsv2,
+                lookup_wait: cli.kube.backoff_max_elapsed_time,
+                debug: cli.server.debug,
+                deny: cli
+                    .server
+                    .metadata_deny
+                    .into_iter()
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+            },
+            log_format,
+            log_level,
+            iptables: cli.node.iptables,
+            host_interface: cli.node.host_interface,
+            no_effect,
+        })
+    }
+}
+
+fn kube_access(cli: &Cli) -> Result<KubeAccess, ConfigError> {
+    let args = &cli.kube;
+    let insecure = args.insecure;
+    if !args.api_token.is_empty() && args.api_server.is_empty() {
+        return Err(ConfigError::invalid("api-token", "needs --api-server"));
+    }
+    if !args.api_server.is_empty() {
+        if !args.kubeconfig.is_empty() {
+            return Err(ConfigError::Conflict {
+                flag: "api-server",
+                other: "kubeconfig",
+            });
+        }
+        let valid =
+            args.api_server.starts_with("https://") || args.api_server.starts_with("http://");
+        if !valid || args.api_server.parse::<http::Uri>().is_err() {
+            return Err(ConfigError::invalid(
+                "api-server",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        return Ok(KubeAccess::Explicit {
+            server: args.api_server.clone(),
+            token: Some(args.api_token.clone()).filter(|t| !t.is_empty()),
+            insecure,
+        });
+    }
+    if !args.kubeconfig.is_empty() {
+        return Ok(KubeAccess::Kubeconfig {
+            path: PathBuf::from(&args.kubeconfig),
+            insecure,
+        });
+    }
+    Ok(KubeAccess::Infer { insecure })
+}
+
+fn role_settings(cli: &Cli) -> Result<RoleSettings, ConfigError> {
+    let args = &cli.roles;
+    let base_role_arn = Some(args.base_role_arn.trim())
+        .filter(|s| !s.is_empty())
+        .map(BaseArn::parse)
+        .transpose()
+        .map_err(|why| ConfigError::invalid("base-role-arn", why))?;
+    if args.auto_discover_base_arn && base_role_arn.is_some() {
+        return Err(ConfigError::Conflict {
+            flag: "auto-discover-base-arn",
+            other: "base-role-arn",
+        });
+    }
+    let default_role = Some(args.default_role.trim().to_string()).filter(|s| !s.is_empty());
+    if args.auto_discover_default_role && default_role.is_some() {
+        return Err(ConfigError::Conflict {
+            flag: "auto-discover-default-role",
+            other: "default-role",
+        });
+    }
+    if let Some(role) = &default_role {
+        // A name can only be checked once the base ARN is known.
+        let checked = match (&base_role_arn, args.auto_discover_base_arn) {
+            (None, true) if !role.starts_with("arn:") => Ok(()),
+            (base, _) => to_role_arn(role, base.as_ref()).map(drop),
+        };
+        checked
+            .map_err(|error: RoleError| ConfigError::invalid("default-role", error.to_string()))?;
+    }
+    let restrictions = match args.namespace_restriction_format.as_str() {
+        "glob" => PolicyFormat::Glob,
+        "regexp" => PolicyFormat::Regexp,
+        other => {
+            return Err(ConfigError::invalid(
+                "namespace-restriction-format",
+                format!("{other:?} is not glob or regexp"),
+            ));
+        }
+    };
+    Ok(RoleSettings {
+        base_role_arn,
+        default_role,
+        auto_discover_base_arn: args.auto_discover_base_arn,
+        auto_discover_default_role: args.auto_discover_default_role,
+        restrictions: args.namespace_restrictions.then_some(restrictions),
+    })
+}
+
+/// STS accepts 900 s to 12 h; assuming a role with another role's session
+/// (the node's instance profile) is capped at 1 h by AWS.
+const STS_MIN_DURATION: Duration = Duration::from_secs(900);
+const STS_MAX_DURATION: Duration = Duration::from_secs(43_200);
+
+fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
+    let args = &cli.credentials;
+    let duration = args.iam_role_session_ttl;
+    let min_duration = if args.allow_short_sessions {
+        Duration::from_secs(1)
+    } else {
+        STS_MIN_DURATION
+    };
+    if duration < min_duration || duration > STS_MAX_DURATION {
+        return Err(ConfigError::invalid(
+            "iam-role-session-ttl",
+            format!("{duration:?} is outside STS's range of 15m to 12h"),
+        ));
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err(ConfigError::invalid(
+            "iam-role-session-ttl",
+            "must be whole seconds",
+        ));
+    }
+    if args.credential_min_remaining.is_zero() {
+        return Err(ConfigError::invalid(
+            "credential-min-remaining",
+            "must be above zero",
+        ));
+    }
+    if args.credential_refresh_before <= args.credential_min_remaining {
+        return Err(ConfigError::invalid(
+            "credential-refresh-before",
+            "must be longer than --credential-min-remaining, or credentials would stop being served before they are refreshed",
+        ));
+    }
+    if args.credential_refresh_before >= duration {
+        return Err(ConfigError::invalid(
+            "credential-refresh-before",
+            format!(
+                "must be shorter than the session TTL ({duration:?}), or every credential would be refreshed at once"
+            ),
+        ));
+    }
+    Ok(CacheSettings {
+        session_duration: duration,
+        refresh_before: args.credential_refresh_before,
+        min_remaining: args.credential_min_remaining,
+        error_ttl: args.iam_role_error_ttl,
+    })
+}
+
+fn parse_level(text: &str) -> Result<tracing::Level, ConfigError> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warn" | "warning" => tracing::Level::WARN,
+        "error" | "fatal" | "panic" => tracing::Level::ERROR,
+        other => {
+            return Err(ConfigError::invalid(
+                "log-level",
+                format!("{other:?} is not one of trace, debug, info, warn, error, fatal, panic"),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

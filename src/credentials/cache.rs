@@ -1,0 +1,243 @@
+//! The credential cache: one entry per [`CredentialKey`], evicted when the
+//! credentials get too close to expiry to be served, with concurrent misses
+//! for one key coalesced into a single STS call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::sts::{AssumeRole, StsError, StsErrorKind};
+use super::{CredentialKey, Credentials};
+use crate::clock::Clock;
+
+/// Lifetimes, validated by [`crate::config`]: `min_remaining < refresh_before < session_duration`.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheSettings {
+    /// DurationSeconds asked of STS.
+    pub session_duration: Duration,
+    /// The warmer refreshes credentials with less than this left.
+    pub refresh_before: Duration,
+    /// Credentials with less than this left are never served.
+    pub min_remaining: Duration,
+    /// How long an STS error is answered from memory; zero: not at all.
+    pub error_ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct CredentialCache {
+    sts: Arc<dyn AssumeRole>,
+    entries: Cache<CredentialKey, Arc<Credentials>>,
+    errors: Option<Cache<CredentialKey, StsError>>,
+    settings: CacheSettings,
+    clock: Arc<dyn Clock>,
+    sts_calls: AtomicU64,
+}
+
+impl std::fmt::Debug for dyn AssumeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AssumeRole")
+    }
+}
+
+/// Evicts an entry when it reaches the serving floor, measured on the
+/// injected clock when the entry is written.
+struct ServableUntil {
+    clock: Arc<dyn Clock>,
+    min_remaining: Duration,
+}
+
+impl Expiry<CredentialKey, Arc<Credentials>> for ServableUntil {
+    fn expire_after_create(
+        &self,
+        _key: &CredentialKey,
+        value: &Arc<Credentials>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(
+            value
+                .remaining(self.clock.now())
+                .saturating_sub(self.min_remaining),
+        )
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &CredentialKey,
+        value: &Arc<Credentials>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
+}
+
+impl CredentialCache {
+    pub fn new(sts: Arc<dyn AssumeRole>, settings: CacheSettings, clock: Arc<dyn Clock>) -> Self {
+        let entries = Cache::builder()
+            .expire_after(ServableUntil {
+                clock: clock.clone(),
+                min_remaining: settings.min_remaining,
+            })
+            .build();
+        let errors = (!settings.error_ttl.is_zero())
+            .then(|| Cache::builder().time_to_live(settings.error_ttl).build());
+        CredentialCache {
+            sts,
+            entries,
+            errors,
+            settings,
+            clock,
+            sts_calls: AtomicU64::new(0),
+        }
+    }
+
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
+    /// How many AssumeRole calls this cache has made.
+    pub fn sts_calls(&self) -> u64 {
+        self.sts_calls.load(Ordering::Relaxed)
+    }
+
+    /// Servable credentials for `key`: from the cache, or from one STS call
+    /// shared by every request that misses at the same time.
+    pub async fn get(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
+        if let Some(credentials) = self.peek(key).await {
+            return Ok(credentials);
+        }
+        if let Some(error) = self.remembered_error(key).await {
+            return Err(error);
+        }
+        // An entry moka still holds but that is no longer servable (the
+        // clock moved past the floor before moka evicted it) must not be
+        // returned by the loader below.
+        if let Some(unservable) = self.entries.get(key).await
+            && !self.servable(&unservable)
+        {
+            self.entries.invalidate(key).await;
+        }
+        let result = self
+            .entries
+            .try_get_with_by_ref(key, async { self.fetch(key).await.map(Arc::new) })
+            .await
+            .map_err(|shared: Arc<StsError>| (*shared).clone());
+        match result {
+            Ok(credentials) if self.servable(&credentials) => Ok(credentials),
+            Ok(_) => Err(StsError::new(
+                StsErrorKind::InvalidRequest,
+                "ShortLived",
+                "STS returned credentials that expire too soon to be served",
+            )),
+            Err(error) => {
+                self.remember_error(key, &error).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Cached credentials that may be served now, without calling STS.
+    pub async fn peek(&self, key: &CredentialKey) -> Option<Arc<Credentials>> {
+        self.entries
+            .get(key)
+            .await
+            .filter(|credentials| self.servable(credentials))
+    }
+
+    /// Fetches fresh credentials and replaces the cached ones. Requests keep
+    /// getting the old entry until the new one is in.
+    pub async fn refresh(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
+        match self.fetch(key).await {
+            Ok(credentials) => {
+                let credentials = Arc::new(credentials);
+                self.entries.insert(key.clone(), credentials.clone()).await;
+                Ok(credentials)
+            }
+            Err(error) => {
+                self.remember_error(key, &error).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether credentials for `key` are missing or due for a refresh.
+    pub async fn needs_refresh(&self, key: &CredentialKey) -> bool {
+        match self.peek(key).await {
+            Some(credentials) => {
+                credentials.remaining(self.clock.now()) <= self.settings.refresh_before
+            }
+            None => true,
+        }
+    }
+
+    /// When the warmer should next look at `key`: the moment its credentials
+    /// enter the refresh window, `None` when they are missing.
+    pub async fn refresh_due_in(&self, key: &CredentialKey) -> Option<Duration> {
+        let credentials = self.peek(key).await?;
+        Some(
+            credentials
+                .remaining(self.clock.now())
+                .saturating_sub(self.settings.refresh_before),
+        )
+    }
+
+    /// Drops every entry whose key `keep` rejects: credentials no pod is
+    /// entitled to any more.
+    pub async fn retain(&self, keep: impl Fn(&CredentialKey) -> bool) {
+        let stale: Vec<CredentialKey> = self
+            .entries
+            .iter()
+            .filter(|(key, _)| !keep(key))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        for key in stale {
+            self.entries.invalidate(&key).await;
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Never expired, never within the floor. (`remaining` is zero once
+    /// expired, so the second test matters only for a zero floor.)
+    fn servable(&self, credentials: &Credentials) -> bool {
+        let remaining = credentials.remaining(self.clock.now());
+        remaining >= self.settings.min_remaining && remaining > Duration::ZERO
+    }
+
+    async fn fetch(&self, key: &CredentialKey) -> Result<Credentials, StsError> {
+        self.sts_calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = self
+            .sts
+            .assume_role(key, self.settings.session_duration)
+            .await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => {
+                tracing::debug!(role = %key.role, session = %key.session_name, elapsed_ms, "AssumeRole succeeded")
+            }
+            Err(error) => {
+                tracing::warn!(role = %key.role, session = %key.session_name, elapsed_ms, code = %error.code, message = %error.message, "AssumeRole failed")
+            }
+        }
+        result
+    }
+
+    async fn remembered_error(&self, key: &CredentialKey) -> Option<StsError> {
+        self.errors.as_ref()?.get(key).await
+    }
+
+    async fn remember_error(&self, key: &CredentialKey, error: &StsError) {
+        if let Some(errors) = &self.errors {
+            errors.insert(key.clone(), error.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,13 @@
+//! The metadata HTTP server pods talk to: routes, IMDSv2 tokens, credential
+//! answers and the proxy to the real metadata service.
+
+mod handler;
+mod proxy;
+pub mod responses;
+pub mod routes;
+mod server;
+pub mod token;
+
+pub use handler::{MetadataService, ServiceSettings};
+pub use proxy::{ProxyError, Upstream};
+pub use server::serve;

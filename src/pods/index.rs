@@ -1,0 +1,214 @@
+//! Plain data structures fed by watch events: pods by key and by IP, and
+//! namespace policies. No I/O, no locking: [`super::PodStore`] owns them.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::info::{PodInfo, PodKey};
+use crate::roles::{NamespacePolicy, PolicyFormat};
+
+/// What the index knows about an IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpLookup {
+    Found(Arc<PodInfo>),
+    Unknown,
+    /// Several live pods claim the IP; the answer would be a guess.
+    Conflict(Vec<PodKey>),
+}
+
+/// Tracks which keys a relist has delivered, so that everything it did not
+/// deliver can be dropped when it completes. Between `begin` and `finish`
+/// the index keeps serving, with relisted objects applied as they arrive.
+#[derive(Debug)]
+struct Relist<K> {
+    seen: Option<HashSet<K>>,
+}
+
+impl<K: Eq + Hash + Clone> Relist<K> {
+    fn new() -> Self {
+        Relist { seen: None }
+    }
+
+    fn begin(&mut self) {
+        self.seen = Some(HashSet::new());
+    }
+
+    fn saw(&mut self, key: &K) {
+        if let Some(seen) = &mut self.seen {
+            seen.insert(key.clone());
+        }
+    }
+
+    /// The keys among `present` that the finished relist did not deliver.
+    fn finish<'a>(&mut self, present: impl Iterator<Item = &'a K>) -> Vec<K>
+    where
+        K: 'a,
+    {
+        match self.seen.take() {
+            Some(seen) => present.filter(|k| !seen.contains(*k)).cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PodIndex {
+    pods: HashMap<PodKey, Arc<PodInfo>>,
+    by_ip: HashMap<IpAddr, BTreeSet<PodKey>>,
+    relist: Relist<PodKey>,
+}
+
+impl PodIndex {
+    pub fn new() -> Self {
+        PodIndex {
+            pods: HashMap::new(),
+            by_ip: HashMap::new(),
+            relist: Relist::new(),
+        }
+    }
+
+    /// Adds or replaces a pod. Pods that do not own their IPs (finished,
+    /// hostNetwork) are removed instead. Returns whether anything changed.
+    pub fn apply(&mut self, info: PodInfo) -> bool {
+        let key = info.key();
+        self.relist.saw(&key);
+        if !info.owns_its_ips() {
+            return self.delete(&key);
+        }
+        if self.pods.get(&key).is_some_and(|old| **old == info) {
+            return false;
+        }
+        self.unlink(&key);
+        for ip in &info.ips {
+            self.by_ip.entry(*ip).or_default().insert(key.clone());
+        }
+        self.pods.insert(key, Arc::new(info));
+        true
+    }
+
+    pub fn delete(&mut self, key: &PodKey) -> bool {
+        self.unlink(key)
+    }
+
+    pub fn begin_relist(&mut self) {
+        self.relist.begin();
+    }
+
+    /// Drops every pod the relist did not deliver; returns how many.
+    pub fn finish_relist(&mut self) -> usize {
+        let gone = self.relist.finish(self.pods.keys());
+        for key in &gone {
+            self.unlink(key);
+        }
+        gone.len()
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> IpLookup {
+        let Some(keys) = self.by_ip.get(&ip) else {
+            return IpLookup::Unknown;
+        };
+        let mut claimants = keys.iter();
+        match (claimants.next(), claimants.next()) {
+            (Some(key), None) => match self.pods.get(key) {
+                Some(pod) => IpLookup::Found(pod.clone()),
+                None => IpLookup::Unknown,
+            },
+            (Some(_), Some(_)) => IpLookup::Conflict(keys.iter().cloned().collect()),
+            (None, _) => IpLookup::Unknown,
+        }
+    }
+
+    pub fn pods(&self) -> impl Iterator<Item = &Arc<PodInfo>> {
+        self.pods.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    fn unlink(&mut self, key: &PodKey) -> bool {
+        let Some(old) = self.pods.remove(key) else {
+            return false;
+        };
+        for ip in &old.ips {
+            if let Some(keys) = self.by_ip.get_mut(ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_ip.remove(ip);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Namespaces' policies, with the annotation text they were compiled from so
+/// that unchanged namespaces are not recompiled or reported as changes.
+#[derive(Debug)]
+pub struct NamespaceIndex {
+    policies: HashMap<String, (Option<String>, Arc<NamespacePolicy>)>,
+    relist: Relist<String>,
+}
+
+impl NamespaceIndex {
+    pub fn new() -> Self {
+        NamespaceIndex {
+            policies: HashMap::new(),
+            relist: Relist::new(),
+        }
+    }
+
+    /// Records a namespace's allowed-roles annotation; returns whether it changed.
+    pub fn apply(
+        &mut self,
+        name: String,
+        annotation: Option<String>,
+        format: PolicyFormat,
+    ) -> bool {
+        self.relist.saw(&name);
+        if self
+            .policies
+            .get(&name)
+            .is_some_and(|(old, _)| *old == annotation)
+        {
+            return false;
+        }
+        let policy = NamespacePolicy::parse(annotation.as_deref(), format);
+        if let NamespacePolicy::Invalid(why) = &policy {
+            tracing::warn!(namespace = %name, %why, "namespace policy allows no role");
+        }
+        self.policies.insert(name, (annotation, Arc::new(policy)));
+        true
+    }
+
+    pub fn delete(&mut self, name: &str) -> bool {
+        self.policies.remove(name).is_some()
+    }
+
+    pub fn begin_relist(&mut self) {
+        self.relist.begin();
+    }
+
+    pub fn finish_relist(&mut self) -> usize {
+        let gone = self.relist.finish(self.policies.keys());
+        for name in &gone {
+            self.policies.remove(name);
+        }
+        gone.len()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<NamespacePolicy>> {
+        self.policies.get(name).map(|(_, policy)| policy.clone())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<NamespacePolicy>)> {
+        self.policies
+            .iter()
+            .map(|(name, (_, policy))| (name, policy))
+    }
+}
+
+#[cfg(test)]
+mod tests;

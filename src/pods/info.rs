@@ -1,0 +1,105 @@
+//! The part of a Pod object iamlet needs, extracted once per watch event.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// Which annotations carry a pod's role and ExternalId and a namespace's
+/// allow-list (flags `--iam-role-key`, `--iam-external-id`, `--namespace-key`).
+#[derive(Clone, Debug)]
+pub struct AnnotationKeys {
+    pub role: String,
+    pub external_id: String,
+    pub namespace_policy: String,
+}
+
+impl Default for AnnotationKeys {
+    fn default() -> Self {
+        AnnotationKeys {
+            role: "iam.amazonaws.com/role".into(),
+            external_id: "iam.amazonaws.com/external-id".into(),
+            namespace_policy: "iam.amazonaws.com/allowed-roles".into(),
+        }
+    }
+}
+
+/// A pod's identity within the cluster: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub ips: Vec<IpAddr>,
+    pub phase: String,
+    pub host_network: bool,
+    /// The raw role annotation, validated only when a request resolves it.
+    pub role: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl PodInfo {
+    /// `None` for objects without a namespace or name, which the API server
+    /// never sends for pods.
+    pub fn from_pod(pod: &Pod, keys: &AnnotationKeys) -> Option<Self> {
+        let meta = &pod.metadata;
+        let annotations = meta.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+        let status = pod.status.as_ref();
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let listed = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten();
+        let primary = status.and_then(|s| s.pod_ip.as_deref());
+        for text in listed.map(|p| p.ip.as_str()).chain(primary) {
+            if let Ok(ip) = text.parse::<IpAddr>()
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+        }
+        Some(PodInfo {
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+            uid: meta.uid.clone().unwrap_or_default(),
+            ips,
+            phase: status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".to_string()),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+            role: annotation(&keys.role),
+            external_id: annotation(&keys.external_id),
+        })
+    }
+
+    pub fn key(&self) -> PodKey {
+        PodKey {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// Only running (or starting) pods with their own network namespace own
+    /// their IPs. Finished pods' IPs are free for reuse; hostNetwork pods
+    /// share the node's address, so their IP says nothing about who asks.
+    pub fn owns_its_ips(&self) -> bool {
+        !self.host_network && self.phase != "Succeeded" && self.phase != "Failed"
+    }
+}
