@@ -53,9 +53,6 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             "--iptables: this build does not install rules; pods must reach the agent some other way"
         );
     }
-    if let Some(port) = config.metrics_port {
-        warn!(port, "--metrics-port: this build serves no metrics yet");
-    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstream = Arc::new(Upstream::new(&config.metadata_addr, UPSTREAM_TIMEOUT));
     let resolver = Arc::new(build_resolver(&config, &upstream).await?);

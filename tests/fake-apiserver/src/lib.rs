@@ -1,1 +1,183 @@
+//! A small Kubernetes API server for iamlet's tests and demo.
+//!
+//! It speaks the real REST and watch protocol for pods and namespaces, well
+//! enough for kube-rs watchers and for `kubectl get/annotate/create/delete`:
+//! discovery, list with pagination and field selectors, chunked watch
+//! streams with bookmarks and in-stream 410 errors, create, update, merge
+//! patch and delete. Tests drive it through [`ApiServer`]'s methods too:
+//! adding pods, compacting history, stopping and restarting it.
 
+mod http_api;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use store::{ApiError, Kind, ObjectKey};
+use store::State;
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    bookmark_interval: Duration,
+    /// Bumped to cut every open connection (a simulated API server crash).
+    generation: watch::Sender<u64>,
+    requests: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running test API server.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ApiServer {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("literal address"), Duration::from_secs(1)).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, bookmark_interval: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(broadcast::channel(65_536).0)),
+            bookmark_interval,
+            generation: watch::channel(0).0,
+            requests: Mutex::new(Vec::new()),
+        });
+        let server = ApiServer {
+            shared: shared.clone(),
+            addr,
+            accept: Mutex::new(None),
+        };
+        server.create_namespace("default", json!({}));
+        server.create_namespace("kube-system", json!({}));
+        *server.accept_slot() = Some(tokio::spawn(http_api::accept_loop(listener, shared)));
+        Ok(server)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops answering: closes the listener and every open connection and
+    /// watch, as a crashed API server would. State is kept.
+    pub fn stop(&self) {
+        if let Some(task) = self.accept_slot().take() {
+            task.abort();
+        }
+        self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Listens again on the same address after [`ApiServer::stop`].
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).await?;
+        *self.accept_slot() = Some(tokio::spawn(http_api::accept_loop(listener, self.shared.clone())));
+        Ok(())
+    }
+
+    /// Drops the event history and cuts open watches, so every watcher's
+    /// resume gets an in-stream 410 Gone and must relist.
+    pub fn compact(&self) {
+        self.shared.state().compact();
+        self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Every request line seen so far (`GET /api/v1/pods?...`).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn create_namespace(&self, name: &str, annotations: Value) -> Value {
+        let object = json!({"metadata": {"name": name, "annotations": annotations}});
+        self.upsert(Kind::Namespace, "", name, object)
+    }
+
+    /// Creates or replaces a pod object as given (status included).
+    pub fn put_pod(&self, pod: Value) -> Value {
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        self.upsert(Kind::Pod, &namespace, &name, pod)
+    }
+
+    pub fn patch(&self, kind: Kind, namespace: &str, name: &str, patch: Value) -> Result<Value, ApiError> {
+        self.shared.state().patch(key(kind, namespace, name), &patch)
+    }
+
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.shared.state().delete(&key(kind, namespace, name))
+    }
+
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        self.shared.state().get(&key(kind, namespace, name))
+    }
+
+    fn upsert(&self, kind: Kind, namespace: &str, name: &str, object: Value) -> Value {
+        let mut state = self.shared.state();
+        let key = key(kind, namespace, name);
+        let result = if state.objects.contains_key(&key) {
+            state.update(key, strip_version(object))
+        } else {
+            state.create(key, object)
+        };
+        result.unwrap_or_else(|e| panic!("upsert of {name} failed: {}", e.message))
+    }
+
+    fn accept_slot(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.accept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: if kind.namespaced() { namespace.to_string() } else { String::new() },
+        name: name.to_string(),
+    }
+}
+
+fn strip_version(mut object: Value) -> Value {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    object
+}
+
+/// A running pod object: scheduled to `node`, phase Running, with `ip`.
+pub fn pod(namespace: &str, name: &str, node: &str, ip: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    })
+}

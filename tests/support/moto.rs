@@ -1,0 +1,133 @@
+//! A real moto server (STS, IAM, S3) behind a recording proxy that counts
+//! and keeps the AssumeRole calls reaching it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub struct Moto {
+    child: Child,
+    /// moto itself.
+    pub direct_url: String,
+    /// The recording proxy in front of moto: what the agent is given.
+    pub url: String,
+    calls: Arc<Mutex<Vec<String>>>,
+    /// Extra latency the proxy adds to every STS call.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = super::free_port();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("iamlet-moto-{port}.log")))
+            .expect("moto log file");
+        let child = Command::new(super::venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start moto_server");
+        let direct_url = format!("http://127.0.0.1:{port}");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let ready_url: hyper::Uri = format!("{direct_url}/moto-api/").parse().expect("URL");
+        super::eventually("moto to start", Duration::from_secs(30), || {
+            let client = client.clone();
+            let uri = ready_url.clone();
+            async move {
+                let response = client.get(uri).await.ok()?;
+                response.status().is_success().then_some(())
+            }
+        })
+        .await;
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let proxy = start_recorder(port, calls.clone(), delay_ms.clone()).await;
+        Moto {
+            child,
+            direct_url,
+            url: format!("http://{proxy}"),
+            calls,
+            delay_ms,
+        }
+    }
+
+    /// Request bodies of every AssumeRole call so far.
+    pub fn assume_role_calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|body| body.contains("Action=AssumeRole"))
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_recorder(
+    moto_port: u16,
+    calls: Arc<Mutex<Vec<String>>>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("recorder port");
+    let addr = listener.local_addr().expect("recorder address");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (client, calls, delay_ms) = (client.clone(), calls.clone(), delay_ms.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (client, calls, delay_ms) = (client.clone(), calls.clone(), delay_ms.clone());
+                    async move {
+                        let (mut parts, body) = request.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        calls.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                        let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                        parts.uri = format!("http://127.0.0.1:{moto_port}{path}").parse().expect("URI");
+                        let response = match client.request(hyper::Request::from_parts(parts, Full::new(body))).await {
+                            Ok(response) => {
+                                let (parts, body) = response.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                hyper::Response::from_parts(parts, Full::new(body))
+                            }
+                            Err(_) => {
+                                let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"moto unreachable")));
+                                *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+                                response
+                            }
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
