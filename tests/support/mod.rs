@@ -2,7 +2,7 @@
 //! recording proxy, the test API server, a fake upstream metadata service,
 //! the real `iamlet` binary, and per-pod relays that give each simulated pod
 //! its own source address on loopback.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod agent;
 pub mod clients;
