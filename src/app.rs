@@ -53,6 +53,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             "--iptables: this build does not install rules; pods must reach the agent some other way"
         );
     }
+    if config.cache.min_remaining < Duration::from_secs(15 * 60) {
+        warn!(
+            session_ttl_s = config.cache.session_duration.as_secs(),
+            min_remaining_s = config.cache.min_remaining.as_secs(),
+            "credentials may be served with under 15 minutes left; botocore's static stability then stretches them past expiry"
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstream = Arc::new(Upstream::new(&config.metadata_addr, UPSTREAM_TIMEOUT));
     let resolver = Arc::new(build_resolver(&config, &upstream).await?);

@@ -198,13 +198,15 @@ pub struct CredentialArgs {
     #[arg(long, env = "IAMLET_IAM_ROLE_ERROR_TTL", default_value = "0", value_parser = parse_go_duration)]
     pub iam_role_error_ttl: Duration,
 
-    /// Refresh cached credentials in the background when less than this is left.
-    #[arg(long, env = "IAMLET_CREDENTIAL_REFRESH_BEFORE", default_value = "30m", value_parser = parse_go_duration)]
-    pub credential_refresh_before: Duration,
+    /// Refresh cached credentials in the background when less than this is left
+    /// [default: 30m, or half the session TTL when that is shorter].
+    #[arg(long, env = "IAMLET_CREDENTIAL_REFRESH_BEFORE", value_parser = parse_go_duration)]
+    pub credential_refresh_before: Option<Duration>,
 
-    /// Never serve credentials with less than this left.
-    #[arg(long, env = "IAMLET_CREDENTIAL_MIN_REMAINING", default_value = "15m", value_parser = parse_go_duration)]
-    pub credential_min_remaining: Duration,
+    /// Never serve credentials with less than this left
+    /// [default: 15m, or a quarter of the session TTL when that is shorter].
+    #[arg(long, env = "IAMLET_CREDENTIAL_MIN_REMAINING", value_parser = parse_go_duration)]
+    pub credential_min_remaining: Option<Duration>,
 
     /// Use the regional STS endpoint (accepted for kube2iam compatibility; always regional).
     #[arg(long, env = "IAMLET_USE_REGIONAL_STS_ENDPOINT", default_value = "false", num_args = 0..=1,

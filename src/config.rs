@@ -300,6 +300,10 @@ fn role_settings(cli: &Cli) -> Result<RoleSettings, ConfigError> {
 /// (the node's instance profile) is capped at 1 h by AWS.
 const STS_MIN_DURATION: Duration = Duration::from_secs(900);
 const STS_MAX_DURATION: Duration = Duration::from_secs(43_200);
+/// botocore treats credentials with under ~15 minutes left as expiring and
+/// refreshes from 15 minutes out: never serve less, refresh well before.
+const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
 
 fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
     let args = &cli.credentials;
@@ -321,19 +325,27 @@ fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
             "must be whole seconds",
         ));
     }
-    if args.credential_min_remaining.is_zero() {
+    // Short sessions (kube2iam's common `--iam-role-session-ttl=15m`) cannot
+    // keep the 15-minute floor; the windows shrink with the session instead.
+    let min_remaining = args
+        .credential_min_remaining
+        .unwrap_or_else(|| DEFAULT_MIN_REMAINING.min(duration / 4));
+    let refresh_before = args
+        .credential_refresh_before
+        .unwrap_or_else(|| DEFAULT_REFRESH_BEFORE.min(duration / 2));
+    if min_remaining.is_zero() {
         return Err(ConfigError::invalid(
             "credential-min-remaining",
             "must be above zero",
         ));
     }
-    if args.credential_refresh_before <= args.credential_min_remaining {
+    if refresh_before <= min_remaining {
         return Err(ConfigError::invalid(
             "credential-refresh-before",
             "must be longer than --credential-min-remaining, or credentials would stop being served before they are refreshed",
         ));
     }
-    if args.credential_refresh_before >= duration {
+    if refresh_before >= duration {
         return Err(ConfigError::invalid(
             "credential-refresh-before",
             format!(
@@ -343,8 +355,8 @@ fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
     }
     Ok(CacheSettings {
         session_duration: duration,
-        refresh_before: args.credential_refresh_before,
-        min_remaining: args.credential_min_remaining,
+        refresh_before,
+        min_remaining,
         error_ttl: args.iam_role_error_ttl,
     })
 }

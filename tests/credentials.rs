@@ -17,25 +17,37 @@ async fn awscli_in_a_pod_gets_the_pods_role() {
     let agent = node.agent(&[]).await;
     let relay = PodRelay::start("127.0.0.11", agent.addr).await;
 
-    let arn = awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect("awscli gets credentials");
+    let arn =
+        awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect("awscli gets credentials");
     assert!(
-        arn.starts_with(&format!("arn:aws:sts::123456789012:assumed-role/app-reader/")),
+        arn.starts_with("arn:aws:sts::123456789012:assumed-role/app-reader/"),
         "{arn}"
     );
-    assert!(arn.ends_with("/default.reader-pod"), "session names the pod: {arn}");
+    assert!(
+        arn.ends_with("/default.reader-pod"),
+        "session names the pod: {arn}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_config_imds_provider_in_a_pod_gets_the_pods_role() {
     let node = Node::start().await;
-    node.add_pod("team-a", "api-0", "127.0.0.12", Some(&role_arn("team/api-writer")));
+    node.add_pod(
+        "team-a",
+        "api-0",
+        "127.0.0.12",
+        Some(&role_arn("team/api-writer")),
+    );
     let agent = node.agent(&[]).await;
     let relay = PodRelay::start("127.0.0.12", agent.addr).await;
 
     let arn = aws_config_identity(&relay.endpoint(), &node.moto.direct_url)
         .await
         .expect("aws-config gets credentials");
-    assert!(arn.contains(":assumed-role/api-writer/team-a.api-0"), "{arn}");
+    assert!(
+        arn.contains(":assumed-role/api-writer/team-a.api-0"),
+        "{arn}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,8 +58,17 @@ async fn credential_documents_follow_the_metadata_format() {
 
     let listing = agent.get("127.0.0.13", CREDS).await;
     assert_eq!(listing.status, 200);
-    assert_eq!(listing.body, "fmt-role", "role name only, no trailing newline");
-    assert_eq!(agent.get("127.0.0.13", CREDS.trim_end_matches('/')).await.body, "fmt-role");
+    assert_eq!(
+        listing.body, "fmt-role",
+        "role name only, no trailing newline"
+    );
+    assert_eq!(
+        agent
+            .get("127.0.0.13", CREDS.trim_end_matches('/'))
+            .await
+            .body,
+        "fmt-role"
+    );
 
     let document = agent.get("127.0.0.13", &format!("{CREDS}fmt-role")).await;
     assert_eq!(document.status, 200);
@@ -65,22 +86,49 @@ async fn credential_documents_follow_the_metadata_format() {
         assert!(stamp.is_match(value), "{field} = {value}");
     }
     // The default session lasts an hour: far more than the 15-minute floor.
-    let expiration = time::OffsetDateTime::parse(json["Expiration"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let expiration = time::OffsetDateTime::parse(
+        json["Expiration"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     let left = expiration - time::OffsetDateTime::now_utc();
-    assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(61), "{left}");
+    assert!(
+        left > time::Duration::minutes(55) && left <= time::Duration::minutes(61),
+        "{left}"
+    );
 
-    let extended = agent.get("127.0.0.13", "/latest/meta-data/iam/security-credentials-extended/fmt-role").await;
-    assert_eq!(extended.status, 404, "SDKs fall back to the legacy path only on 404");
+    let extended = agent
+        .get(
+            "127.0.0.13",
+            "/latest/meta-data/iam/security-credentials-extended/fmt-role",
+        )
+        .await;
+    assert_eq!(
+        extended.status, 404,
+        "SDKs fall back to the legacy path only on 404"
+    );
 
     let info = agent.get("127.0.0.13", "/latest/meta-data/iam/info").await;
     assert_eq!(info.status, 200);
-    assert_eq!(info.json()["InstanceProfileArn"], "arn:aws:iam::123456789012:instance-profile/fmt-role");
+    assert_eq!(
+        info.json()["InstanceProfileArn"],
+        "arn:aws:iam::123456789012:instance-profile/fmt-role"
+    );
     assert!(!info.body.contains("node-profile"));
 
     let logs = agent.logs();
-    assert!(logs.contains("outcome=\"granted\"") || logs.contains("outcome=granted"), "{logs}");
-    assert!(!logs.contains(json["SecretAccessKey"].as_str().unwrap()), "secret key in the log");
-    assert!(!logs.contains(json["Token"].as_str().unwrap()), "session token in the log");
+    assert!(
+        logs.contains("outcome=\"granted\"") || logs.contains("outcome=granted"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(json["SecretAccessKey"].as_str().unwrap()),
+        "secret key in the log"
+    );
+    assert!(
+        !logs.contains(json["Token"].as_str().unwrap()),
+        "session token in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,10 +139,19 @@ async fn a_pod_without_a_role_gets_404_and_the_sdk_finds_no_credentials() {
     let relay = PodRelay::start("127.0.0.14", agent.addr).await;
 
     assert_eq!(agent.get("127.0.0.14", CREDS).await.status, 404);
-    assert_eq!(agent.get("127.0.0.14", &format!("{CREDS}node-role")).await.status, 404);
-    let error = awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect_err("no credentials");
+    assert_eq!(
+        agent
+            .get("127.0.0.14", &format!("{CREDS}node-role"))
+            .await
+            .status,
+        404
+    );
+    let error =
+        awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect_err("no credentials");
     assert!(error.contains("Unable to locate credentials"), "{error}");
-    let error = aws_config_identity(&relay.endpoint(), &node.moto.direct_url).await.expect_err("no credentials");
+    let error = aws_config_identity(&relay.endpoint(), &node.moto.direct_url)
+        .await
+        .expect_err("no credentials");
     assert!(!error.is_empty());
 }
 
@@ -105,11 +162,28 @@ async fn a_pod_asking_for_another_pods_role_is_refused() {
     node.add_pod("default", "b", "127.0.0.16", Some("role-b"));
     let agent = node.agent(&[]).await;
 
-    assert_eq!(agent.get("127.0.0.15", &format!("{CREDS}role-b")).await.status, 403);
-    assert_eq!(agent.get("127.0.0.15", &format!("{CREDS}role-a")).await.status, 200);
+    assert_eq!(
+        agent
+            .get("127.0.0.15", &format!("{CREDS}role-b"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        agent
+            .get("127.0.0.15", &format!("{CREDS}role-a"))
+            .await
+            .status,
+        200
+    );
     // Headers never change who the caller is.
     let spoofed = agent
-        .request("127.0.0.15", "GET", &format!("{CREDS}role-b"), &[("x-forwarded-for", "127.0.0.16")])
+        .request(
+            "127.0.0.15",
+            "GET",
+            &format!("{CREDS}role-b"),
+            &[("x-forwarded-for", "127.0.0.16")],
+        )
         .await;
     assert_eq!(spoofed.status, 403);
 }
@@ -125,22 +199,49 @@ async fn grant_and_revoke_with_kubectl_annotate() {
     let before = awscli_identity(&relay.endpoint(), &moto).expect_err("no role yet");
     assert!(before.contains("Unable to locate credentials"), "{before}");
 
-    let out = node.kubectl(&["annotate", "pod", "app", "iam.amazonaws.com/role=granted-role"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node.kubectl(&[
+        "annotate",
+        "pod",
+        "app",
+        "iam.amazonaws.com/role=granted-role",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let arn = awscli_identity(&relay.endpoint(), &moto).expect("granted");
     assert!(arn.contains("assumed-role/granted-role/"), "{arn}");
 
-    let out = node.kubectl(&["annotate", "--overwrite", "pod", "app", "iam.amazonaws.com/role=other-role"]);
+    let out = node.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "pod",
+        "app",
+        "iam.amazonaws.com/role=other-role",
+    ]);
     assert!(out.status.success());
     let arn = awscli_identity(&relay.endpoint(), &moto).expect("changed");
     assert!(arn.contains("assumed-role/other-role/"), "{arn}");
-    assert_eq!(agent.get("127.0.0.17", &format!("{CREDS}granted-role")).await.status, 403);
+    assert_eq!(
+        agent
+            .get("127.0.0.17", &format!("{CREDS}granted-role"))
+            .await
+            .status,
+        403
+    );
 
     let out = node.kubectl(&["annotate", "pod", "app", "iam.amazonaws.com/role-"]);
     assert!(out.status.success());
     let after = awscli_identity(&relay.endpoint(), &moto).expect_err("revoked");
     assert!(after.contains("Unable to locate credentials"), "{after}");
-    assert_eq!(agent.get("127.0.0.17", &format!("{CREDS}other-role")).await.status, 404);
+    assert_eq!(
+        agent
+            .get("127.0.0.17", &format!("{CREDS}other-role"))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,18 +255,32 @@ async fn external_id_reaches_sts_and_keys_the_cache() {
         serde_json::json!({"iam.amazonaws.com/role": "vendor-role", "iam.amazonaws.com/external-id": "tenant-42"}),
     ));
     let agent = node.agent(&[]).await;
-    assert_eq!(agent.get("127.0.0.18", &format!("{CREDS}vendor-role")).await.status, 200);
+    assert_eq!(
+        agent
+            .get("127.0.0.18", &format!("{CREDS}vendor-role"))
+            .await
+            .status,
+        200
+    );
     let calls = node.moto.assume_role_calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].contains("ExternalId=tenant-42"), "{}", calls[0]);
-    assert!(calls[0].contains("RoleSessionName=default.vendor"), "{}", calls[0]);
+    assert!(
+        calls[0].contains("RoleSessionName=default.vendor"),
+        "{}",
+        calls[0]
+    );
 
     // A new ExternalId is a new cache entry, fetched again.
     node.api
         .patch(support::Kind::Pod, "default", "vendor", serde_json::json!({"metadata": {"annotations": {"iam.amazonaws.com/external-id": "tenant-43"}}}))
         .unwrap();
     support::eventually("the second AssumeRole", Duration::from_secs(10), || async {
-        node.moto.assume_role_calls().iter().any(|c| c.contains("ExternalId=tenant-43")).then_some(())
+        node.moto
+            .assume_role_calls()
+            .iter()
+            .any(|c| c.contains("ExternalId=tenant-43"))
+            .then_some(())
     })
     .await;
 }
@@ -180,8 +295,13 @@ async fn fifty_concurrent_first_requests_make_one_sts_call() {
     let path = format!("{CREDS}busy-role");
     let requests = (0..50).map(|_| agent.get("127.0.0.19", &path));
     let replies = futures::future::join_all(requests).await;
-    let keys: std::collections::HashSet<String> =
-        replies.iter().map(|r| { assert_eq!(r.status, 200, "{}", r.body); r.json()["AccessKeyId"].as_str().unwrap().to_string() }).collect();
+    let keys: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["AccessKeyId"].as_str().unwrap().to_string()
+        })
+        .collect();
     assert_eq!(keys.len(), 1, "every request got the same credentials");
     assert_eq!(node.moto.assume_role_calls().len(), 1);
 }
@@ -200,16 +320,29 @@ async fn credentials_are_prefetched_when_a_pod_appears() {
     let started = std::time::Instant::now();
     let reply = agent.get("127.0.0.20", &format!("{CREDS}early-role")).await;
     assert_eq!(reply.status, 200);
-    assert!(started.elapsed() < Duration::from_millis(300), "served from the prefetched cache");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "served from the prefetched cache"
+    );
     assert_eq!(node.moto.assume_role_calls().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_refreshed_before_they_expire() {
     let node = Node::start().await;
-    node.add_pod("default", "long-running", "127.0.0.21", Some("refresh-role"));
+    node.add_pod(
+        "default",
+        "long-running",
+        "127.0.0.21",
+        Some("refresh-role"),
+    );
     let agent = node
-        .agent(&["--allow-short-sessions", "--iam-role-session-ttl=20s", "--credential-refresh-before=14s", "--credential-min-remaining=5s"])
+        .agent(&[
+            "--allow-short-sessions",
+            "--iam-role-session-ttl=20s",
+            "--credential-refresh-before=14s",
+            "--credential-min-remaining=5s",
+        ])
         .await;
     let path = format!("{CREDS}refresh-role");
     let first = agent.get("127.0.0.21", &path).await.json();

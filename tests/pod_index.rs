@@ -19,20 +19,35 @@ async fn a_reused_ip_belongs_to_the_new_pod() {
     assert_eq!(agent.get("127.0.1.10", CREDS).await.body, "role-one");
 
     // The first pod finishes; the CNI hands its IP to a new pod.
-    node.api.patch(Kind::Pod, "default", "job-1", json!({"status": {"phase": "Succeeded"}})).unwrap();
+    node.api
+        .patch(
+            Kind::Pod,
+            "default",
+            "job-1",
+            json!({"status": {"phase": "Succeeded"}}),
+        )
+        .unwrap();
     node.add_pod("default", "job-2", "127.0.1.10", Some("role-two"));
     support::eventually("the new pod's role", Duration::from_secs(5), || async {
         (agent.get("127.0.1.10", CREDS).await.body == "role-two").then_some(())
     })
     .await;
-    assert_eq!(agent.get("127.0.1.10", &format!("{CREDS}role-one")).await.status, 403);
+    assert_eq!(
+        agent
+            .get("127.0.1.10", &format!("{CREDS}role-one"))
+            .await
+            .status,
+        403
+    );
 
     // Deleted and recreated under another name: the same.
     node.api.delete(Kind::Pod, "default", "job-2").unwrap();
     node.add_pod("default", "job-3", "127.0.1.10", None);
-    support::eventually("no role for the third pod", Duration::from_secs(5), || async {
-        (agent.get("127.0.1.10", CREDS).await.status == 404).then_some(())
-    })
+    support::eventually(
+        "no role for the third pod",
+        Duration::from_secs(5),
+        || async { (agent.get("127.0.1.10", CREDS).await.status == 404).then_some(()) },
+    )
     .await;
 }
 
@@ -42,7 +57,11 @@ async fn two_live_pods_claiming_one_ip_get_nothing() {
     node.add_pod("default", "old", "127.0.1.11", Some("role-old"));
     node.add_pod("default", "new", "127.0.1.11", Some("role-new"));
     let agent = node.agent(&["--backoff-max-elapsed-time=300ms"]).await;
-    for path in [CREDS.to_string(), format!("{CREDS}role-old"), format!("{CREDS}role-new")] {
+    for path in [
+        CREDS.to_string(),
+        format!("{CREDS}role-old"),
+        format!("{CREDS}role-new"),
+    ] {
         assert_eq!(agent.get("127.0.1.11", &path).await.status, 404, "{path}");
     }
     assert!(agent.logs().contains("ip-conflict"));
@@ -57,13 +76,28 @@ async fn two_live_pods_claiming_one_ip_get_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_network_pods_are_never_indexed() {
     let node = Node::start().await;
-    let mut host_pod = pod("kube-system", "node-exporter", NODE, "127.0.1.12", json!({"iam.amazonaws.com/role": "host-role"}));
+    let mut host_pod = pod(
+        "kube-system",
+        "node-exporter",
+        NODE,
+        "127.0.1.12",
+        json!({"iam.amazonaws.com/role": "host-role"}),
+    );
     host_pod["spec"]["hostNetwork"] = json!(true);
     node.api.put_pod(host_pod);
     let agent = node.agent(&["--backoff-max-elapsed-time=200ms"]).await;
     assert_eq!(agent.get("127.0.1.12", CREDS).await.status, 404);
-    assert_eq!(agent.get("127.0.1.12", &format!("{CREDS}host-role")).await.status, 404);
-    assert!(node.moto.assume_role_calls().is_empty(), "no credentials fetched for a hostNetwork pod");
+    assert_eq!(
+        agent
+            .get("127.0.1.12", &format!("{CREDS}host-role"))
+            .await
+            .status,
+        404
+    );
+    assert!(
+        node.moto.assume_role_calls().is_empty(),
+        "no credentials fetched for a hostNetwork pod"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,19 +113,32 @@ async fn a_pod_the_watch_reports_during_the_wait_is_answered() {
     let (reply, ()) = tokio::join!(request, add_later);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "late-role");
-    assert!(started.elapsed() < Duration::from_millis(1500), "woken by the event, not by polling");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "woken by the event, not by polling"
+    );
 
     // An IP nobody claims waits the configured time, then gets 404.
     let started = Instant::now();
     assert_eq!(agent.get("127.0.1.14", CREDS).await.status, 404);
-    assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_restrictions_apply_to_annotated_and_default_roles() {
     let node = Node::start().await;
-    node.api.create_namespace("allowed", json!({"iam.amazonaws.com/allowed-roles": r#"["app-*"]"#}));
-    node.api.create_namespace("broken", json!({"iam.amazonaws.com/allowed-roles": "app-*"}));
+    node.api.create_namespace(
+        "allowed",
+        json!({"iam.amazonaws.com/allowed-roles": r#"["app-*"]"#}),
+    );
+    node.api.create_namespace(
+        "broken",
+        json!({"iam.amazonaws.com/allowed-roles": "app-*"}),
+    );
     node.api.create_namespace("bare", json!({}));
     node.add_pod("allowed", "ok", "127.0.1.20", Some("app-reader"));
     node.add_pod("allowed", "greedy", "127.0.1.21", Some("admin"));
@@ -99,38 +146,111 @@ async fn namespace_restrictions_apply_to_annotated_and_default_roles() {
     node.add_pod("bare", "c", "127.0.1.23", Some("app-reader"));
     node.add_pod("bare", "d", "127.0.1.24", None);
     let agent = node
-        .agent(&["--namespace-restrictions", "--default-role=app-default", "--backoff-max-elapsed-time=200ms"])
+        .agent(&[
+            "--namespace-restrictions",
+            "--default-role=app-default",
+            "--backoff-max-elapsed-time=200ms",
+        ])
         .await;
 
-    assert_eq!(agent.get("127.0.1.20", &format!("{CREDS}app-reader")).await.status, 200);
-    assert_eq!(agent.get("127.0.1.21", &format!("{CREDS}admin")).await.status, 403);
-    assert_eq!(agent.get("127.0.1.22", &format!("{CREDS}app-reader")).await.status, 403);
-    assert_eq!(agent.get("127.0.1.23", &format!("{CREDS}app-reader")).await.status, 403);
+    assert_eq!(
+        agent
+            .get("127.0.1.20", &format!("{CREDS}app-reader"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        agent
+            .get("127.0.1.21", &format!("{CREDS}admin"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        agent
+            .get("127.0.1.22", &format!("{CREDS}app-reader"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        agent
+            .get("127.0.1.23", &format!("{CREDS}app-reader"))
+            .await
+            .status,
+        403
+    );
     // kube2iam let the default role skip the restrictions; iamlet does not.
-    assert_eq!(agent.get("127.0.1.24", &format!("{CREDS}app-default")).await.status, 403);
+    assert_eq!(
+        agent
+            .get("127.0.1.24", &format!("{CREDS}app-default"))
+            .await
+            .status,
+        403
+    );
     assert!(agent.logs().contains("namespace-restriction"));
 
     // Allowing the role with kubectl takes effect at once.
-    let out = node.kubectl(&["annotate", "--overwrite", "namespace", "bare", r#"iam.amazonaws.com/allowed-roles=["app-*"]"#]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "namespace",
+        "bare",
+        r#"iam.amazonaws.com/allowed-roles=["app-*"]"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     support::eventually("the namespace change", Duration::from_secs(5), || async {
-        (agent.get("127.0.1.23", &format!("{CREDS}app-reader")).await.status == 200).then_some(())
+        (agent
+            .get("127.0.1.23", &format!("{CREDS}app-reader"))
+            .await
+            .status
+            == 200)
+            .then_some(())
     })
     .await;
-    assert_eq!(agent.get("127.0.1.24", &format!("{CREDS}app-default")).await.status, 200);
+    assert_eq!(
+        agent
+            .get("127.0.1.24", &format!("{CREDS}app-default"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regexp_restrictions_are_anchored() {
     let node = Node::start().await;
-    node.api.create_namespace("apps", json!({"iam.amazonaws.com/allowed-roles": r#"["app-[a-z]+"]"#}));
+    node.api.create_namespace(
+        "apps",
+        json!({"iam.amazonaws.com/allowed-roles": r#"["app-[a-z]+"]"#}),
+    );
     node.add_pod("apps", "good", "127.0.1.25", Some("app-reader"));
     node.add_pod("apps", "sneaky", "127.0.1.26", Some("evil-app-reader"));
     let agent = node
-        .agent(&["--namespace-restrictions=true", "--namespace-restriction-format=regexp"])
+        .agent(&[
+            "--namespace-restrictions=true",
+            "--namespace-restriction-format=regexp",
+        ])
         .await;
-    assert_eq!(agent.get("127.0.1.25", &format!("{CREDS}app-reader")).await.status, 200);
-    assert_eq!(agent.get("127.0.1.26", &format!("{CREDS}evil-app-reader")).await.status, 403);
+    assert_eq!(
+        agent
+            .get("127.0.1.25", &format!("{CREDS}app-reader"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        agent
+            .get("127.0.1.26", &format!("{CREDS}evil-app-reader"))
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +264,13 @@ async fn the_watch_survives_an_api_server_outage_without_stale_pods() {
     node.api.stop();
     // While the API server is down, requests are served from the index.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(agent.get("127.0.1.30", &format!("{CREDS}stay-role")).await.status, 200);
+    assert_eq!(
+        agent
+            .get("127.0.1.30", &format!("{CREDS}stay-role"))
+            .await
+            .status,
+        200
+    );
 
     // A pod is deleted during the outage, and the history that would tell
     // the watch so is compacted away: only a relist can reveal it.
@@ -152,9 +278,11 @@ async fn the_watch_survives_an_api_server_outage_without_stale_pods() {
     node.api.compact();
     node.api.restart().await.unwrap();
 
-    support::eventually("the relist to drop the deleted pod", Duration::from_secs(15), || async {
-        (agent.get("127.0.1.31", CREDS).await.status == 404).then_some(())
-    })
+    support::eventually(
+        "the relist to drop the deleted pod",
+        Duration::from_secs(15),
+        || async { (agent.get("127.0.1.31", CREDS).await.status == 404).then_some(()) },
+    )
     .await;
     assert_eq!(agent.get("127.0.1.30", CREDS).await.body, "stay-role");
 }

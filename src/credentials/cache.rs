@@ -198,7 +198,7 @@ impl CredentialCache {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
 

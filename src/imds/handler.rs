@@ -305,7 +305,7 @@ impl MetadataService {
                 "namespaceByIP": namespace_by_ip,
                 "rolesByIP": roles_by_ip,
                 "rolesByNamespace": roles_by_namespace,
-                "cachedCredentials": self.cache.len(),
+                "cachedCredentials": self.cache.entry_count(),
                 "stsCalls": self.cache.sts_calls(),
             }),
         )

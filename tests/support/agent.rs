@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::clients::{Reply, http_request};
 use super::Node;
+use super::clients::{Reply, http_request};
 
 pub struct Agent {
     child: Child,
@@ -46,7 +46,12 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("agent log"))
             .spawn()
             .expect("start iamlet");
-        let mut agent = Agent { child, addr, log, _dir: dir };
+        let mut agent = Agent {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
         agent.wait_ready().await;
         agent
     }
@@ -55,20 +60,33 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("iamlet exited with {status} before becoming ready:\n{}", self.logs());
+                panic!(
+                    "iamlet exited with {status} before becoming ready:\n{}",
+                    self.logs()
+                );
             }
             if let Ok(reply) = http_request("127.0.0.1", self.addr, "GET", "/readyz", &[]).await
                 && reply.status == 200
             {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "iamlet not ready:\n{}", self.logs());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "iamlet not ready:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// A request to the agent from `source` (a pod IP on loopback).
-    pub async fn request(&self, source: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request(
+        &self,
+        source: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         http_request(source, self.addr, method, path, headers)
             .await
             .unwrap_or_else(|e| panic!("{method} {path} from {source}: {e}"))
@@ -88,7 +106,9 @@ impl Agent {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("iamlet exit status")
     }
 }

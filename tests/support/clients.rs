@@ -47,11 +47,21 @@ pub async fn http_request(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok(Reply {
         status,
         headers,
@@ -79,11 +89,16 @@ pub fn awscli(imds: &str, moto: &str, args: &[&str]) -> Output {
 
 /// The caller ARN `aws sts get-caller-identity` reports, or its stderr.
 pub fn awscli_identity(imds: &str, moto: &str) -> Result<String, String> {
-    let output = awscli(imds, moto, &["sts", "get-caller-identity", "--output", "json"]);
+    let output = awscli(
+        imds,
+        moto,
+        &["sts", "get-caller-identity", "--output", "json"],
+    );
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
     Ok(value["Arn"].as_str().unwrap_or_default().to_string())
 }
 
@@ -97,10 +112,12 @@ pub async fn aws_config_identity(imds: &str, moto: &str) -> Result<String, Strin
     let provider = aws_config::imds::credentials::ImdsCredentialsProvider::builder()
         .imds_client(client)
         .build();
-    let credentials = provider
-        .provide_credentials()
-        .await
-        .map_err(|e| format!("{}", aws_smithy_types::error::display::DisplayErrorContext(e)))?;
+    let credentials = provider.provide_credentials().await.map_err(|e| {
+        format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(e)
+        )
+    })?;
     let config = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(aws_sdk_sts::config::Region::new("us-east-1"))
@@ -111,7 +128,12 @@ pub async fn aws_config_identity(imds: &str, moto: &str) -> Result<String, Strin
         .get_caller_identity()
         .send()
         .await
-        .map_err(|e| format!("{}", aws_smithy_types::error::display::DisplayErrorContext(e)))?;
+        .map_err(|e| {
+            format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(e)
+            )
+        })?;
     Ok(identity.arn().unwrap_or_default().to_string())
 }
 

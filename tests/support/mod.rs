@@ -2,7 +2,7 @@
 //! recording proxy, the test API server, a fake upstream metadata service,
 //! the real `iamlet` binary, and per-pod relays that give each simulated pod
 //! its own source address on loopback.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod agent;
 pub mod clients;
@@ -60,7 +60,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -94,7 +97,8 @@ impl Node {
             Some(role) => serde_json::json!({"iam.amazonaws.com/role": role}),
             None => serde_json::json!({}),
         };
-        self.api.put_pod(pod(namespace, name, NODE, ip, annotations));
+        self.api
+            .put_pod(pod(namespace, name, NODE, ip, annotations));
     }
 
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {

@@ -29,8 +29,9 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         let port = super::free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("iamlet-moto-{port}.log")))
-            .expect("moto log file");
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("iamlet-moto-{port}.log")))
+                .expect("moto log file");
         let child = Command::new(super::venv().join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -73,8 +74,10 @@ impl Moto {
     }
 
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms
-            .store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -90,34 +93,61 @@ async fn start_recorder(
     calls: Arc<Mutex<Vec<String>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("recorder port");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("recorder port");
     let addr = listener.local_addr().expect("recorder address");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (client, calls, delay_ms) = (client.clone(), calls.clone(), delay_ms.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (client, calls, delay_ms) = (client.clone(), calls.clone(), delay_ms.clone());
+                    let (client, calls, delay_ms) =
+                        (client.clone(), calls.clone(), delay_ms.clone());
                     async move {
                         let (mut parts, body) = request.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        calls.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        calls
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&body).into_owned());
                         let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
                         if delay > 0 {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
-                        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-                        parts.uri = format!("http://127.0.0.1:{moto_port}{path}").parse().expect("URI");
-                        let response = match client.request(hyper::Request::from_parts(parts, Full::new(body))).await {
+                        let path = parts
+                            .uri
+                            .path_and_query()
+                            .map_or("/", |p| p.as_str())
+                            .to_string();
+                        parts.uri = format!("http://127.0.0.1:{moto_port}{path}")
+                            .parse()
+                            .expect("URI");
+                        let response = match client
+                            .request(hyper::Request::from_parts(parts, Full::new(body)))
+                            .await
+                        {
                             Ok(response) => {
                                 let (parts, body) = response.into_parts();
-                                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
                                 hyper::Response::from_parts(parts, Full::new(body))
                             }
                             Err(_) => {
-                                let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"moto unreachable")));
+                                let mut response = hyper::Response::new(Full::new(
+                                    Bytes::from_static(b"moto unreachable"),
+                                ));
                                 *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
                                 response
                             }
@@ -125,7 +155,9 @@ async fn start_recorder(
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });

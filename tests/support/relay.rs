@@ -19,7 +19,9 @@ impl PodRelay {
         let addr = listener.local_addr().expect("relay address");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = connect_from(pod_ip, agent).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -44,7 +46,11 @@ impl Drop for PodRelay {
 
 /// A TCP connection from `source` (a 127.0.0.x address) to `target`.
 pub async fn connect_from(source: IpAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.bind(SocketAddr::new(source, 0))?;
     socket.connect(target).await
 }

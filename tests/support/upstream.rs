@@ -34,20 +34,26 @@ pub struct FakeImds {
 
 impl FakeImds {
     pub async fn start() -> FakeImds {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("fake IMDS port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake IMDS port");
         let addr = listener.local_addr().expect("fake IMDS address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let recorded = recorded.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let recorded = recorded.clone();
                         async move { Ok::<_, Infallible>(answer(&recorded, request)) }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -78,10 +84,16 @@ fn answer<B>(recorded: &Mutex<Vec<Seen>>, request: Request<B>) -> Response<Full<
     });
     if request.method() == Method::PUT && path == "/latest/api/token" {
         let mut response = text(StatusCode::OK, UPSTREAM_TOKEN.to_string());
-        response.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", "21600".parse().unwrap());
+        response.headers_mut().insert(
+            "x-aws-ec2-metadata-token-ttl-seconds",
+            "21600".parse().unwrap(),
+        );
         return response;
     }
-    let token = request.headers().get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok());
+    let token = request
+        .headers()
+        .get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
     if token != Some(UPSTREAM_TOKEN) {
         return text(StatusCode::UNAUTHORIZED, String::new());
     }
@@ -109,6 +121,8 @@ fn answer<B>(recorded: &Mutex<Vec<Seen>>, request: Request<B>) -> Response<Full<
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
     response
 }

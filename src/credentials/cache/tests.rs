@@ -1,1 +1,168 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::credentials::{Secret, StsErrorKind};
+use crate::roles::RoleArn;
+
+/// An STS that hands out numbered credentials valid for an hour on the
+/// shared clock, or fails when told to, after an optional delay.
+#[derive(Debug)]
+struct FakeSts {
+    clock: Arc<ManualClock>,
+    calls: AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+    delay: Duration,
+}
+
+impl AssumeRole for FakeSts {
+    fn assume_role<'a>(
+        &'a self,
+        _key: &'a CredentialKey,
+        duration: Duration,
+    ) -> BoxFuture<'a, Result<Credentials, StsError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(self.delay).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StsError::new(
+                    StsErrorKind::AccessDenied,
+                    "AccessDenied",
+                    "not allowed",
+                ));
+            }
+            let now = self.clock.now();
+            Ok(Credentials {
+                access_key_id: format!("ASIA{n:016}"),
+                secret_access_key: Secret::new("secret"),
+                session_token: Secret::new("token"),
+                expiration: now + duration,
+                issued: now,
+            })
+        })
+    }
+}
+
+fn settings(error_ttl: Duration) -> CacheSettings {
+    CacheSettings {
+        session_duration: Duration::from_secs(3600),
+        refresh_before: Duration::from_secs(1800),
+        min_remaining: Duration::from_secs(900),
+        error_ttl,
+    }
+}
+
+fn setup(
+    error_ttl: Duration,
+    delay: Duration,
+) -> (Arc<ManualClock>, Arc<FakeSts>, CredentialCache) {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let sts = Arc::new(FakeSts {
+        clock: clock.clone(),
+        calls: AtomicUsize::new(0),
+        fail: false.into(),
+        delay,
+    });
+    let cache = CredentialCache::new(sts.clone(), settings(error_ttl), clock.clone());
+    (clock, sts, cache)
+}
+
+fn key(session: &str) -> CredentialKey {
+    CredentialKey {
+        role: RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
+        external_id: None,
+        session_name: session.into(),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_call() {
+    let (_, sts, cache) = setup(Duration::ZERO, Duration::from_millis(50));
+    let k = key("s");
+    let results = futures::future::join_all((0..50).map(|_| cache.get(&k))).await;
+    let ids: std::collections::HashSet<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().access_key_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.sts_calls(), 1);
+}
+
+#[tokio::test]
+async fn credentials_near_expiry_are_never_served() {
+    let (clock, sts, cache) = setup(Duration::ZERO, Duration::ZERO);
+    let k = key("s");
+    let first = cache.get(&k).await.unwrap();
+    clock.advance(Duration::from_secs(2600));
+    assert!(
+        cache.peek(&k).await.is_some(),
+        "16m40s left: still servable"
+    );
+    assert!(cache.needs_refresh(&k).await);
+    clock.advance(Duration::from_secs(200));
+    assert!(
+        cache.peek(&k).await.is_none(),
+        "13m20s left: below the floor"
+    );
+    let second = cache.get(&k).await.unwrap();
+    assert_ne!(first.access_key_id, second.access_key_id);
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 2);
+    assert!(second.remaining(clock.now()) >= Duration::from_secs(3599));
+}
+
+#[tokio::test]
+async fn refresh_replaces_while_the_old_entry_keeps_serving() {
+    let (clock, _, cache) = setup(Duration::ZERO, Duration::ZERO);
+    let k = key("s");
+    let old = cache.get(&k).await.unwrap();
+    clock.advance(Duration::from_secs(2000));
+    assert_eq!(cache.refresh_due_in(&k).await, Some(Duration::ZERO));
+    let new = cache.refresh(&k).await.unwrap();
+    assert_ne!(old.access_key_id, new.access_key_id);
+    assert_eq!(
+        cache.get(&k).await.unwrap().access_key_id,
+        new.access_key_id
+    );
+    assert_eq!(
+        cache.refresh_due_in(&k).await,
+        Some(Duration::from_secs(1800))
+    );
+}
+
+#[tokio::test]
+async fn errors_are_remembered_only_with_an_error_ttl() {
+    let (_, sts, cache) = setup(Duration::ZERO, Duration::ZERO);
+    sts.fail.store(true, Ordering::SeqCst);
+    let k = key("s");
+    assert_eq!(cache.get(&k).await.unwrap_err().code, "AccessDenied");
+    assert!(cache.get(&k).await.is_err());
+    assert_eq!(
+        sts.calls.load(Ordering::SeqCst),
+        2,
+        "no error TTL: every request asks again"
+    );
+
+    let (_, sts, cache) = setup(Duration::from_secs(60), Duration::ZERO);
+    sts.fail.store(true, Ordering::SeqCst);
+    assert!(cache.get(&k).await.is_err());
+    sts.fail.store(false, Ordering::SeqCst);
+    assert!(
+        cache.get(&k).await.is_err(),
+        "the error is remembered for its TTL"
+    );
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn retain_drops_credentials_nobody_is_entitled_to() {
+    let (_, _, cache) = setup(Duration::ZERO, Duration::ZERO);
+    cache.get(&key("keep")).await.unwrap();
+    cache.get(&key("drop")).await.unwrap();
+    cache.retain(|k| k.session_name == "keep").await;
+    assert!(cache.peek(&key("keep")).await.is_some());
+    assert!(cache.peek(&key("drop")).await.is_none());
+}

@@ -94,18 +94,42 @@ fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let ok = |value| Ok(Reply::Json(StatusCode::OK, value));
     match (method, segments.as_slice()) {
-        (&Method::GET, ["version"]) => ok(json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-iamlet-fake", "platform": "linux/amd64"})),
-        (&Method::GET, ["api"]) => ok(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
-        (&Method::GET, ["apis"]) => ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
+        (&Method::GET, ["version"]) => ok(
+            json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-iamlet-fake", "platform": "linux/amd64"}),
+        ),
+        (&Method::GET, ["api"]) => ok(
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        ),
+        (&Method::GET, ["apis"]) => {
+            ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+        }
         (&Method::GET, ["api", "v1"]) => ok(resource_list()),
         (_, ["api", "v1", "pods"]) => collection(shared, method, Kind::Pod, None, query, body),
-        (_, ["api", "v1", "namespaces"]) => collection(shared, method, Kind::Namespace, None, query, body),
-        (_, ["api", "v1", "namespaces", name]) => object(shared, method, Kind::Namespace, "", name, content_type, body),
-        (_, ["api", "v1", "namespaces", ns, "pods"]) => collection(shared, method, Kind::Pod, Some(ns), query, body),
-        (_, ["api", "v1", "namespaces", ns, "pods", name] | ["api", "v1", "namespaces", ns, "pods", name, "status"]) => {
-            object(shared, method, Kind::Pod, ns, name, content_type, body)
+        (_, ["api", "v1", "namespaces"]) => {
+            collection(shared, method, Kind::Namespace, None, query, body)
         }
-        _ => Err(ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))),
+        (_, ["api", "v1", "namespaces", name]) => object(
+            shared,
+            method,
+            Kind::Namespace,
+            "",
+            name,
+            content_type,
+            body,
+        ),
+        (_, ["api", "v1", "namespaces", ns, "pods"]) => {
+            collection(shared, method, Kind::Pod, Some(ns), query, body)
+        }
+        (
+            _,
+            ["api", "v1", "namespaces", ns, "pods", name]
+            | ["api", "v1", "namespaces", ns, "pods", name, "status"],
+        ) => object(shared, method, Kind::Pod, ns, name, content_type, body),
+        _ => Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )),
     }
 }
 
@@ -119,12 +143,17 @@ fn collection(
 ) -> Result<Reply, ApiError> {
     match *method {
         Method::GET => {
-            let selector = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+            let selector =
+                FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 let since = match query.get("resourceVersion").map(String::as_str) {
                     None | Some("") | Some("0") => None,
                     Some(text) => Some(text.parse().map_err(|_| {
-                        ApiError::new(400, "BadRequest", format!("invalid resourceVersion {text:?}"))
+                        ApiError::new(
+                            400,
+                            "BadRequest",
+                            format!("invalid resourceVersion {text:?}"),
+                        )
                     })?),
                 };
                 let timeout = query
@@ -137,13 +166,22 @@ fn collection(
                     namespace: namespace.map(str::to_string),
                     selector,
                     since,
-                    bookmarks: query.get("allowWatchBookmarks").is_some_and(|b| b == "true"),
+                    bookmarks: query
+                        .get("allowWatchBookmarks")
+                        .is_some_and(|b| b == "true"),
                     timeout: Duration::from_secs(timeout),
                 }));
             }
             let (items, version) = shared.state().list(kind, namespace, &selector);
-            let offset: usize = query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
-            let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+            let offset: usize = query
+                .get("continue")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
             let end = offset.saturating_add(limit).min(items.len());
             let page: Vec<Value> = items.get(offset..end).unwrap_or_default().to_vec();
             let mut metadata = json!({"resourceVersion": version.to_string()});
@@ -151,22 +189,36 @@ fn collection(
                 metadata["continue"] = json!(end.to_string());
                 metadata["remainingItemCount"] = json!(items.len() - end);
             }
-            Ok(Reply::Json(StatusCode::OK, json!({
-                "kind": format!("{}List", kind.name()), "apiVersion": "v1",
-                "metadata": metadata, "items": page,
-            })))
+            Ok(Reply::Json(
+                StatusCode::OK,
+                json!({
+                    "kind": format!("{}List", kind.name()), "apiVersion": "v1",
+                    "metadata": metadata, "items": page,
+                }),
+            ))
         }
         Method::POST => {
             let object: Value = parse_body(body)?;
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if name.is_empty() {
-                return Err(ApiError::new(422, "Invalid", "metadata.name: Required value"));
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    "metadata.name: Required value",
+                ));
             }
             let key = key(kind, namespace.unwrap_or("default"), &name);
             let created = shared.state().create(key, object)?;
             Ok(Reply::Json(StatusCode::CREATED, created))
         }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported here"),
+        )),
     }
 }
 
@@ -187,12 +239,22 @@ fn object(
             let merge_like = content_type.starts_with("application/merge-patch+json")
                 || content_type.starts_with("application/strategic-merge-patch+json");
             if !merge_like {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!("patch type {content_type:?} is not supported")));
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("patch type {content_type:?} is not supported"),
+                ));
             }
             shared.state().patch(key, &parse_body(body)?)?
         }
         Method::DELETE => shared.state().delete(&key)?,
-        _ => return Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not supported here"),
+            ));
+        }
     };
     Ok(Reply::Json(StatusCode::OK, value))
 }
@@ -218,13 +280,18 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
                         .collect::<Vec<_>>(),
                 ),
                 Some(since) => state.events_since(since).map(|events| {
-                    events.iter().filter_map(|e| event_line(&watch, e)).collect()
+                    events
+                        .iter()
+                        .filter_map(|e| event_line(&watch, e))
+                        .collect()
                 }),
             };
             (backlog, live)
         };
         let Some(backlog) = backlog else {
-            let _ = tx.send(Ok(Frame::data(gone(watch.since.unwrap_or(0))))).await;
+            let _ = tx
+                .send(Ok(Frame::data(gone(watch.since.unwrap_or(0)))))
+                .await;
             return;
         };
         for chunk in backlog {
@@ -266,11 +333,14 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -300,7 +370,9 @@ fn resource_list() -> Value {
         json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind,
                "verbs": verbs, "shortNames": short})
     };
-    let all = ["create", "delete", "get", "list", "patch", "update", "watch"];
+    let all = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
     json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
         "resources": [
@@ -314,21 +386,27 @@ fn resource_list() -> Value {
 fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
     ObjectKey {
         kind,
-        namespace: if kind.namespaced() { namespace.to_string() } else { String::new() },
+        namespace: if kind.namespaced() {
+            namespace.to_string()
+        } else {
+            String::new()
+        },
         name: name.to_string(),
     }
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON body: {e}")))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(value.to_string()))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -357,7 +435,9 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);

@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use store::{ApiError, Kind, ObjectKey};
 use store::State;
+pub use store::{ApiError, Kind, ObjectKey};
 
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -46,7 +46,11 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts on an ephemeral loopback port.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().expect("literal address"), Duration::from_secs(1)).await
+        Self::start_on(
+            "127.0.0.1:0".parse().expect("literal address"),
+            Duration::from_secs(1),
+        )
+        .await
     }
 
     pub async fn start_on(addr: SocketAddr, bookmark_interval: Duration) -> std::io::Result<Self> {
@@ -90,7 +94,10 @@ impl ApiServer {
     pub async fn restart(&self) -> std::io::Result<()> {
         self.stop();
         let listener = TcpListener::bind(self.addr).await?;
-        *self.accept_slot() = Some(tokio::spawn(http_api::accept_loop(listener, self.shared.clone())));
+        *self.accept_slot() = Some(tokio::spawn(http_api::accept_loop(
+            listener,
+            self.shared.clone(),
+        )));
         Ok(())
     }
 
@@ -117,13 +124,27 @@ impl ApiServer {
 
     /// Creates or replaces a pod object as given (status included).
     pub fn put_pod(&self, pod: Value) -> Value {
-        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let namespace = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.upsert(Kind::Pod, &namespace, &name, pod)
     }
 
-    pub fn patch(&self, kind: Kind, namespace: &str, name: &str, patch: Value) -> Result<Value, ApiError> {
-        self.shared.state().patch(key(kind, namespace, name), &patch)
+    pub fn patch(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
+        self.shared
+            .state()
+            .patch(key(kind, namespace, name), &patch)
     }
 
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
@@ -159,7 +180,11 @@ impl Drop for ApiServer {
 fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
     ObjectKey {
         kind,
-        namespace: if kind.namespaced() { namespace.to_string() } else { String::new() },
+        namespace: if kind.namespaced() {
+            namespace.to_string()
+        } else {
+            String::new()
+        },
         name: name.to_string(),
     }
 }

@@ -12,7 +12,11 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--listen" => listen = args.next().unwrap_or_else(|| usage("--listen needs an address")),
+            "--listen" => {
+                listen = args
+                    .next()
+                    .unwrap_or_else(|| usage("--listen needs an address"))
+            }
             "--bookmark-interval-seconds" => {
                 bookmark_seconds = args
                     .next()
@@ -22,7 +26,9 @@ async fn main() {
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    let addr = listen.parse().unwrap_or_else(|_| usage("--listen must be IP:PORT"));
+    let addr = listen
+        .parse()
+        .unwrap_or_else(|_| usage("--listen must be IP:PORT"));
     let server = match ApiServer::start_on(addr, Duration::from_secs(bookmark_seconds)).await {
         Ok(server) => server,
         Err(error) => {
@@ -35,6 +41,8 @@ async fn main() {
 }
 
 fn usage(message: &str) -> ! {
-    eprintln!("fake-apiserver: {message}\nusage: fake-apiserver [--listen IP:PORT] [--bookmark-interval-seconds N]");
+    eprintln!(
+        "fake-apiserver: {message}\nusage: fake-apiserver [--listen IP:PORT] [--bookmark-interval-seconds N]"
+    );
     std::process::exit(2);
 }

@@ -67,7 +67,11 @@ impl ApiError {
     }
 
     pub fn not_found(kind: Kind, name: &str) -> Self {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", kind.plural()))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", kind.plural()),
+        )
     }
 
     pub fn to_status(&self) -> Value {
@@ -178,7 +182,12 @@ impl State {
     }
 
     /// Matching objects in key order, with the version they are current at.
-    pub fn list(&self, kind: Kind, namespace: Option<&str>, selector: &FieldSelector) -> (Vec<Value>, u64) {
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: &FieldSelector,
+    ) -> (Vec<Value>, u64) {
         let items = self
             .objects
             .iter()
@@ -299,11 +308,24 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(ApiError::new(400, "BadRequest", format!("invalid field selector {term:?}")));
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!("invalid field selector {term:?}"),
+                ));
             };
-            let supported = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"];
+            let supported = [
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "status.phase",
+            ];
             if !supported.contains(&field) {
-                return Err(ApiError::new(400, "BadRequest", format!("field label not supported: {field}")));
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!("field label not supported: {field}"),
+                ));
             }
             terms.push((field.to_string(), value.to_string(), equal));
         }
@@ -313,7 +335,10 @@ impl FieldSelector {
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|(field, value, equal)| {
             let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+            let actual = object
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("");
             (actual == value) == *equal
         })
     }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh machine, idempotently:
+#  - Debian packages: nftables and iproute2 (node networking tests), curl;
+#  - a project-local Python venv (.venv) with moto (STS/IAM/S3), awscli, boto3.
+# kubectl and the Rust toolchain are expected on the machine already.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+command -v kubectl >/dev/null 2>&1 || { echo "setup: kubectl is required" >&2; exit 1; }
+
+venv=${IAMLET_TEST_VENV:-.venv}
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
+  echo "setup: creating $venv with moto, awscli and boto3"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    'moto[server]==5.2.5' 'awscli==1.46.3' 'boto3==1.44.5' 'botocore==1.44.5'
+fi

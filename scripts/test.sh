@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (README): sets up what it needs, then runs the gates
+# and every test, unit, integration and end-to-end, in one cargo profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-test-env.sh
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
