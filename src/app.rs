@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
+use crate::firewall::{self, FirewallError, Installed};
 use crate::imds::{MetadataService, Upstream, serve};
 use crate::pods::{PodStore, spawn_watchers};
 use crate::roles::{BaseArn, Resolver};
@@ -34,6 +35,10 @@ pub enum AppError {
     Discovery(String),
     #[error("invalid role settings: {0}")]
     Roles(#[from] crate::roles::RoleError),
+    #[error("cannot install the DNAT rules: {0}")]
+    Firewall(#[from] FirewallError),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 impl AppError {
@@ -81,6 +86,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             addr: config.listen,
             source,
         })?;
+    // Rules go in after the listener is bound (DNATed connections wait in
+    // its backlog instead of being refused) and before anything is answered.
+    if config.iptables {
+        install_rules(&config).await?;
+    }
     if config.node.is_none() {
         warn!("no --node and no $NODE_NAME: watching every pod in the cluster");
     }
@@ -103,7 +113,42 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     for watcher in watchers {
         watcher.abort();
     }
+    if config.iptables {
+        leave_rules(&config).await?;
+    }
     info!("iamlet stopped");
+    Ok(())
+}
+
+async fn install_rules(config: &Config) -> Result<(), AppError> {
+    let (target, interfaces) = (config.listen, config.host_interface.clone());
+    let outcome = tokio::task::spawn_blocking(move || firewall::install(target, &interfaces)).await??;
+    let adopted = outcome == Installed::Replaced;
+    info!(table = firewall::TABLE, interfaces = %config.host_interface, %target, replaced_previous_agents_rules = adopted,
+        inspect = firewall::inspect_command(target), "DNAT rules installed");
+    Ok(())
+}
+
+/// On exit the rules stay unless asked otherwise: pods then get "connection
+/// refused" until the next agent adopts them, never the real metadata service.
+async fn leave_rules(config: &Config) -> Result<(), AppError> {
+    if !config.remove_rules_on_exit {
+        info!(table = firewall::TABLE, "DNAT rules left in place: pods get connection refused until the next agent starts; `iamlet cleanup` removes them");
+        return Ok(());
+    }
+    let removed = tokio::task::spawn_blocking(firewall::remove).await??;
+    info!(families = ?removed, "DNAT rules removed (--remove-rules-on-exit)");
+    Ok(())
+}
+
+/// `iamlet cleanup`: removes iamlet's tables and nothing else.
+pub fn cleanup() -> Result<(), AppError> {
+    let removed = firewall::remove()?;
+    if removed.is_empty() {
+        info!(table = firewall::TABLE, "no iamlet rules on this node; nothing to remove");
+    } else {
+        info!(table = firewall::TABLE, families = ?removed, "iamlet rules removed");
+    }
     Ok(())
 }
 

@@ -26,6 +26,9 @@ pub const LONG_VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "iamlet", version = LONG_VERSION, about, max_term_width = 100)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub kube: KubeArgs,
 
@@ -45,19 +48,28 @@ pub struct Cli {
     pub logging: LogArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Run the agent (what iamlet does without a subcommand).
+    Run,
+    /// Remove iamlet's nftables rules from this node and exit (for uninstall hooks).
+    Cleanup,
+}
+
 #[derive(Debug, Args)]
 pub struct KubeArgs {
     /// Path to a kubeconfig file; in-cluster configuration when empty.
-    #[arg(long, env = "IAMLET_KUBECONFIG", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_KUBECONFIG", default_value = "")]
     pub kubeconfig: String,
 
     /// Kubernetes API server URL; overrides the kubeconfig and in-cluster configuration.
-    #[arg(long, env = "IAMLET_API_SERVER", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_API_SERVER", default_value = "")]
     pub api_server: String,
 
     /// Bearer token for --api-server.
     #[arg(
         long,
+        global = true,
         env = "IAMLET_API_TOKEN",
         default_value = "",
         hide_env_values = true
@@ -65,54 +77,55 @@ pub struct KubeArgs {
     pub api_token: String,
 
     /// Skip TLS verification of the API server's certificate.
-    #[arg(long, env = "IAMLET_INSECURE", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_INSECURE", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub insecure: bool,
 
     /// Watch only the pods of this node (spec.nodeName); defaults to $NODE_NAME.
-    #[arg(long, env = "IAMLET_NODE", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_NODE", default_value = "")]
     pub node: String,
 
     /// Informer resync period (accepted for kube2iam compatibility; watches need no resync).
-    #[arg(long, env = "IAMLET_CACHE_RESYNC_PERIOD", default_value = "30m", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_CACHE_RESYNC_PERIOD", default_value = "30m", value_parser = parse_go_duration)]
     pub cache_resync_period: Duration,
 
     /// Ask the API server when several pods claim one IP (accepted for kube2iam
     /// compatibility; iamlet always refuses to guess between such pods).
-    #[arg(long, env = "IAMLET_RESOLVE_DUPLICATE_CACHE_IPS", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_RESOLVE_DUPLICATE_CACHE_IPS", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub resolve_duplicate_cache_ips: bool,
 
     /// How long a request from an IP not (yet) in the pod index waits for the watch to catch up.
-    #[arg(long, env = "IAMLET_BACKOFF_MAX_ELAPSED_TIME", default_value = "2s", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_BACKOFF_MAX_ELAPSED_TIME", default_value = "2s", value_parser = parse_go_duration)]
     pub backoff_max_elapsed_time: Duration,
 
     /// Pod lookup retry interval cap (accepted for kube2iam compatibility; iamlet is woken by watch events).
-    #[arg(long, env = "IAMLET_BACKOFF_MAX_INTERVAL", default_value = "1s", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_BACKOFF_MAX_INTERVAL", default_value = "1s", value_parser = parse_go_duration)]
     pub backoff_max_interval: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Port of the metadata HTTP server, bound on --host-ip only.
-    #[arg(long, env = "IAMLET_APP_PORT", default_value = "8181")]
+    #[arg(long, global = true, env = "IAMLET_APP_PORT", default_value = "8181")]
     pub app_port: u16,
 
     /// Port of a separate metrics listener; metrics are served on --app-port when equal.
-    #[arg(long, env = "IAMLET_METRICS_PORT", default_value = "8181")]
+    #[arg(long, global = true, env = "IAMLET_METRICS_PORT", default_value = "8181")]
     pub metrics_port: u16,
 
     /// Address of this node that the agent listens on (and DNAT target); defaults to $HOST_IP.
-    #[arg(long, env = "IAMLET_HOST_IP", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_HOST_IP", default_value = "")]
     pub host_ip: String,
 
     /// Address (host or host:port) of the real instance metadata service.
-    #[arg(long, env = "IAMLET_METADATA_ADDR", default_value = "169.254.169.254")]
+    #[arg(long, global = true, env = "IAMLET_METADATA_ADDR", default_value = "169.254.169.254")]
     pub metadata_addr: String,
 
     /// Metadata paths (after the version segment) never proxied to pods, comma-separated prefixes.
     #[arg(
         long,
+        global = true,
         env = "IAMLET_METADATA_DENY",
         default_value = "user-data,meta-data/identity-credentials/",
         value_delimiter = ','
@@ -120,12 +133,12 @@ pub struct ServerArgs {
     pub metadata_deny: Vec<String>,
 
     /// Refuse IMDSv1 requests from pods: every request needs an IMDSv2 session token.
-    #[arg(long, env = "IAMLET_REQUIRE_IMDSV2", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_REQUIRE_IMDSV2", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub require_imdsv2: bool,
 
     /// Serve /debug/store (to callers that are not pods).
-    #[arg(long, env = "IAMLET_DEBUG", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_DEBUG", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub debug: bool,
 }
@@ -133,26 +146,27 @@ pub struct ServerArgs {
 #[derive(Debug, Args)]
 pub struct RoleArgs {
     /// Prefix for role names in annotations, e.g. arn:aws:iam::123456789012:role/
-    #[arg(long, env = "IAMLET_BASE_ROLE_ARN", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_BASE_ROLE_ARN", default_value = "")]
     pub base_role_arn: String,
 
     /// Role for pods without the role annotation.
-    #[arg(long, env = "IAMLET_DEFAULT_ROLE", default_value = "")]
+    #[arg(long, global = true, env = "IAMLET_DEFAULT_ROLE", default_value = "")]
     pub default_role: String,
 
     /// Derive --base-role-arn from the node's instance profile.
-    #[arg(long, env = "IAMLET_AUTO_DISCOVER_BASE_ARN", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_AUTO_DISCOVER_BASE_ARN", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub auto_discover_base_arn: bool,
 
     /// Use the node's own role as --default-role.
-    #[arg(long, env = "IAMLET_AUTO_DISCOVER_DEFAULT_ROLE", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_AUTO_DISCOVER_DEFAULT_ROLE", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub auto_discover_default_role: bool,
 
     /// Pod annotation naming the role (name or full ARN).
     #[arg(
         long,
+        global = true,
         env = "IAMLET_IAM_ROLE_KEY",
         default_value = "iam.amazonaws.com/role"
     )]
@@ -161,19 +175,21 @@ pub struct RoleArgs {
     /// Pod annotation holding the ExternalId passed to AssumeRole.
     #[arg(
         long,
+        global = true,
         env = "IAMLET_IAM_EXTERNAL_ID",
         default_value = "iam.amazonaws.com/external-id"
     )]
     pub iam_external_id: String,
 
     /// Enforce the namespaces' allowed-roles annotation.
-    #[arg(long, env = "IAMLET_NAMESPACE_RESTRICTIONS", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_NAMESPACE_RESTRICTIONS", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub namespace_restrictions: bool,
 
     /// How allowed-roles entries are matched: glob or regexp (always fully anchored).
     #[arg(
         long,
+        global = true,
         env = "IAMLET_NAMESPACE_RESTRICTION_FORMAT",
         default_value = "glob"
     )]
@@ -182,6 +198,7 @@ pub struct RoleArgs {
     /// Namespace annotation holding a JSON array of allowed roles.
     #[arg(
         long,
+        global = true,
         env = "IAMLET_NAMESPACE_KEY",
         default_value = "iam.amazonaws.com/allowed-roles"
     )]
@@ -191,31 +208,31 @@ pub struct RoleArgs {
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
     /// Session duration requested from STS (kube2iam doubled this; iamlet does not).
-    #[arg(long, env = "IAMLET_IAM_ROLE_SESSION_TTL", default_value = "1h", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_IAM_ROLE_SESSION_TTL", default_value = "1h", value_parser = parse_go_duration)]
     pub iam_role_session_ttl: Duration,
 
     /// How long an AssumeRole error is remembered before STS is asked again.
-    #[arg(long, env = "IAMLET_IAM_ROLE_ERROR_TTL", default_value = "0", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_IAM_ROLE_ERROR_TTL", default_value = "0", value_parser = parse_go_duration)]
     pub iam_role_error_ttl: Duration,
 
     /// Refresh cached credentials in the background when less than this is left
     /// [default: 30m, or half the session TTL when that is shorter].
-    #[arg(long, env = "IAMLET_CREDENTIAL_REFRESH_BEFORE", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_CREDENTIAL_REFRESH_BEFORE", value_parser = parse_go_duration)]
     pub credential_refresh_before: Option<Duration>,
 
     /// Never serve credentials with less than this left
     /// [default: 15m, or a quarter of the session TTL when that is shorter].
-    #[arg(long, env = "IAMLET_CREDENTIAL_MIN_REMAINING", value_parser = parse_go_duration)]
+    #[arg(long, global = true, env = "IAMLET_CREDENTIAL_MIN_REMAINING", value_parser = parse_go_duration)]
     pub credential_min_remaining: Option<Duration>,
 
     /// Use the regional STS endpoint (accepted for kube2iam compatibility; always regional).
-    #[arg(long, env = "IAMLET_USE_REGIONAL_STS_ENDPOINT", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_USE_REGIONAL_STS_ENDPOINT", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub use_regional_sts_endpoint: bool,
 
     /// Testing only: allow session and refresh durations below STS's 15-minute minimum
     /// (moto accepts them; real STS does not).
-    #[arg(long, env = "IAMLET_ALLOW_SHORT_SESSIONS", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_ALLOW_SHORT_SESSIONS", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new(), hide = true)]
     pub allow_short_sessions: bool,
 }
@@ -223,27 +240,33 @@ pub struct CredentialArgs {
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Install the DNAT rule that sends pods' metadata traffic to the agent (needs --host-ip).
-    #[arg(long, env = "IAMLET_IPTABLES", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_IPTABLES", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub iptables: bool,
 
+    /// Remove the DNAT rules when the agent exits. By default they stay, so pods
+    /// get "connection refused" (never the node's credentials) until the next agent.
+    #[arg(long, global = true, env = "IAMLET_REMOVE_RULES_ON_EXIT", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub remove_rules_on_exit: bool,
+
     /// Pod-side interfaces: a name, a `+` wildcard (cali+), `!` negation, or a comma-separated list.
-    #[arg(long, env = "IAMLET_HOST_INTERFACE", default_value = "docker0")]
+    #[arg(long, global = true, env = "IAMLET_HOST_INTERFACE", default_value = "docker0")]
     pub host_interface: String,
 }
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log format: text or json.
-    #[arg(long, env = "IAMLET_LOG_FORMAT", default_value = "text")]
+    #[arg(long, global = true, env = "IAMLET_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 
     /// Log level: trace, debug, info, warn(ing), error, fatal or panic.
-    #[arg(long, env = "IAMLET_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "IAMLET_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
     /// Debug logging (same as --log-level=debug).
-    #[arg(long, env = "IAMLET_VERBOSE", default_value = "false", num_args = 0..=1,
+    #[arg(long, global = true, env = "IAMLET_VERBOSE", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub verbose: bool,
 }

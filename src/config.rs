@@ -11,7 +11,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use thiserror::Error;
 
-use crate::cli::{Cli, NO_EFFECT_FLAGS};
+use crate::cli::{Cli, Command, NO_EFFECT_FLAGS};
+use crate::firewall::InterfaceMatch;
 use crate::credentials::CacheSettings;
 use crate::imds::ServiceSettings;
 use crate::pods::AnnotationKeys;
@@ -88,14 +89,25 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub iptables: bool,
-    pub host_interface: String,
+    pub host_interface: InterfaceMatch,
+    pub remove_rules_on_exit: bool,
     /// kube2iam flags set on the command line or environment that change nothing here, with why.
     pub no_effect: Vec<(String, &'static str)>,
 }
 
-impl Config {
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    /// `iamlet cleanup`: remove the rules and exit. Needs no API server,
+    /// address or role settings.
+    Cleanup { log_format: LogFormat, log_level: tracing::Level },
+}
+
+impl Invocation {
     /// Parses arguments (and `IAMLET_*` variables) into a validated config.
-    /// `env` reads the process environment in production and a map in tests.
+    /// `env` reads the variables iamlet falls back to (`NODE_NAME`,
+    /// `HOST_IP`): the process environment in production, a map in tests.
     pub fn parse<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
@@ -103,7 +115,27 @@ impl Config {
     {
         let matches = Cli::command().try_get_matches_from(args)?;
         let cli = Cli::from_arg_matches(&matches)?;
-        Self::from_cli(cli, &matches, env)
+        match cli.command {
+            Some(Command::Cleanup) => {
+                let (log_format, log_level) = log_settings(&cli)?;
+                Ok(Invocation::Cleanup { log_format, log_level })
+            }
+            Some(Command::Run) | None => Ok(Invocation::Run(Box::new(Config::from_cli(cli, &matches, env)?))),
+        }
+    }
+}
+
+impl Config {
+    /// [`Invocation::parse`] for callers that only run the agent.
+    pub fn parse<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        match Invocation::parse(args, env)? {
+            Invocation::Run(config) => Ok(*config),
+            Invocation::Cleanup { .. } => Err(ConfigError::invalid("command", "expected the agent, not cleanup")),
+        }
     }
 
     fn from_cli(
@@ -142,21 +174,9 @@ impl Config {
 
         let roles = role_settings(&cli)?;
         let cache = cache_settings(&cli)?;
-        let log_format = match cli.logging.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::invalid(
-                    "log-format",
-                    format!("{other:?} is not text or json"),
-                ));
-            }
-        };
-        let log_level = if cli.logging.verbose {
-            tracing::Level::DEBUG
-        } else {
-            parse_level(&cli.logging.log_level)?
-        };
+        let (log_format, log_level) = log_settings(&cli)?;
+        let host_interface = InterfaceMatch::parse(&cli.node.host_interface)
+            .map_err(|why| ConfigError::invalid("host-interface", why))?;
         for key in [
             ("iam-role-key", &cli.roles.iam_role_key),
             ("iam-external-id", &cli.roles.iam_external_id),
@@ -206,7 +226,8 @@ impl Config {
             log_format,
             log_level,
             iptables: cli.node.iptables,
-            host_interface: cli.node.host_interface,
+            host_interface,
+            remove_rules_on_exit: cli.node.remove_rules_on_exit,
             no_effect,
         })
     }
@@ -359,6 +380,25 @@ fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
         min_remaining,
         error_ttl: args.iam_role_error_ttl,
     })
+}
+
+fn log_settings(cli: &Cli) -> Result<(LogFormat, tracing::Level), ConfigError> {
+    let format = match cli.logging.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::invalid(
+                "log-format",
+                format!("{other:?} is not text or json"),
+            ));
+        }
+    };
+    let level = if cli.logging.verbose {
+        tracing::Level::DEBUG
+    } else {
+        parse_level(&cli.logging.log_level)?
+    };
+    Ok((format, level))
 }
 
 fn parse_level(text: &str) -> Result<tracing::Level, ConfigError> {

@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use iamlet::config::{Config, ConfigError};
+use iamlet::config::{ConfigError, Invocation};
 
 fn main() -> ExitCode {
-    let config = match Config::parse(std::env::args_os(), |name| std::env::var(name).ok()) {
-        Ok(config) => config,
+    let invocation = match Invocation::parse(std::env::args_os(), |name| std::env::var(name).ok()) {
+        Ok(invocation) => invocation,
         // --help and --version are clap "errors" that print to stdout and exit 0.
         Err(ConfigError::Clap(error)) => error.exit(),
         Err(error) => {
@@ -12,18 +12,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    iamlet::telemetry::init(&config.log_format, config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("iamlet: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
+    let result = match invocation {
+        Invocation::Cleanup {
+            log_format,
+            log_level,
+        } => {
+            iamlet::telemetry::init(&log_format, log_level);
+            iamlet::app::cleanup()
+        }
+        Invocation::Run(config) => {
+            iamlet::telemetry::init(&config.log_format, config.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("iamlet: cannot start the async runtime: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            runtime.block_on(iamlet::app::run(*config))
         }
     };
-    match runtime.block_on(iamlet::app::run(config)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "iamlet failed");

@@ -59,7 +59,7 @@ fn a_kube2iam_daemonset_args_start_iamlet_unchanged() {
     );
     assert_eq!(config.roles.restrictions, Some(PolicyFormat::Regexp));
     assert!(config.iptables);
-    assert_eq!(config.host_interface, "cali+");
+    assert_eq!(config.host_interface.include, ["cali*"]);
     assert_eq!(config.node.as_deref(), Some("ip-10-0-1-23.ec2.internal"));
     // kube2iam asked STS for twice this; iamlet asks for what was written.
     assert_eq!(config.cache.session_duration, Duration::from_secs(900));
@@ -102,7 +102,7 @@ fn defaults_match_kube2iam_where_kube2iam_is_right() {
     assert_eq!(config.service.lookup_wait, Duration::from_secs(2));
     assert_eq!(config.cache.error_ttl, Duration::ZERO);
     assert_eq!(config.roles.restrictions, None);
-    assert_eq!(config.host_interface, "docker0");
+    assert_eq!(config.host_interface.include, ["docker0"]);
     assert!(!config.iptables);
     assert_eq!(config.log_level, tracing::Level::INFO);
     // The role-chaining cap, not kube2iam's 2 x 15m.
@@ -167,6 +167,7 @@ fn invalid_values_name_their_flag() {
             "--iam-role-session-ttl",
         ),
         (&["--host-ip=10.0.0.1", "--iptables=maybe"], "--iptables"),
+        (&["--host-ip=10.0.0.1", "--host-interface=cali*"], "--host-interface"),
         (&["--host-ip=10.0.0.1", "--api-token=x"], "--api-token"),
         (
             &["--host-ip=10.0.0.1", "--api-server=ftp://x"],

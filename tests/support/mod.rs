@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use agent::Agent;
-pub use fake_apiserver::{ApiServer, Kind, pod};
+pub use iamlet_testkit::{ApiServer, Kind, pod};
 pub use moto::Moto;
 pub use relay::PodRelay;
 pub use upstream::FakeImds;

@@ -1,4 +1,5 @@
-//! A small Kubernetes API server for iamlet's tests and demo.
+//! Test servers for iamlet: a small Kubernetes API server, and a fake
+//! upstream instance metadata service ([`imds`]).
 //!
 //! It speaks the real REST and watch protocol for pods and namespaces, well
 //! enough for kube-rs watchers and for `kubectl get/annotate/create/delete`:
@@ -8,6 +9,7 @@
 //! adding pods, compacting history, stopping and restarting it.
 
 mod http_api;
+pub mod imds;
 mod store;
 
 use std::net::SocketAddr;

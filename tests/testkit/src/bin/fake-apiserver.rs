@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fake_apiserver::ApiServer;
+use iamlet_testkit::ApiServer;
 
 #[tokio::main]
 async fn main() {

@@ -1,0 +1,86 @@
+//! The node's packet path: iamlet's own nftables table that sends pods'
+//! metadata traffic to the agent. Only this module runs `nft`.
+
+mod interfaces;
+mod rules;
+
+use std::net::SocketAddr;
+
+use nftables::helper::{self, NftablesError};
+use nftables::schema::{NfListObject, NfObject};
+use nftables::types::NfFamily;
+use thiserror::Error;
+
+pub use interfaces::InterfaceMatch;
+pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE};
+
+#[derive(Debug, Error)]
+pub enum FirewallError {
+    #[error("nft failed: {0}")]
+    Nft(String),
+}
+
+impl From<NftablesError> for FirewallError {
+    fn from(error: NftablesError) -> Self {
+        let text = match &error {
+            NftablesError::NftFailed { hint, stderr, .. } => format!("{hint}: {}", stderr.trim()),
+            other => other.to_string(),
+        };
+        FirewallError::Nft(text)
+    }
+}
+
+/// Whether an install found rules of an earlier agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    Fresh,
+    /// The table existed (an earlier agent's) and was replaced atomically.
+    Replaced,
+}
+
+/// Installs (or atomically replaces) iamlet's table for `target`.
+pub fn install(target: SocketAddr, interfaces: &InterfaceMatch) -> Result<Installed, FirewallError> {
+    let family = rules::family_for(target.ip());
+    let existed = existing_tables()?.contains(&family);
+    helper::apply_ruleset(&rules::install_batch(target, interfaces))?;
+    Ok(if existed { Installed::Replaced } else { Installed::Fresh })
+}
+
+/// Removes iamlet's tables; returns the families that had one. Other tables
+/// are never touched.
+pub fn remove() -> Result<Vec<&'static str>, FirewallError> {
+    let present = existing_tables()?;
+    if !present.is_empty() {
+        helper::apply_ruleset(&rules::removal_batch(&present))?;
+    }
+    Ok(present.iter().map(|f| family_name(*f)).collect())
+}
+
+/// The families in which iamlet's table exists now.
+fn existing_tables() -> Result<Vec<NfFamily>, FirewallError> {
+    let ruleset = helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, ["list", "tables"])?;
+    let mut families: Vec<NfFamily> = ruleset
+        .objects
+        .iter()
+        .filter_map(|object| match object {
+            NfObject::ListObject(NfListObject::Table(table)) if table.name == TABLE => Some(table.family),
+            _ => None,
+        })
+        .filter(|family| matches!(family, NfFamily::IP | NfFamily::IP6))
+        .collect();
+    families.dedup();
+    Ok(families)
+}
+
+pub fn family_name(family: NfFamily) -> &'static str {
+    match family {
+        NfFamily::IP6 => "ip6",
+        _ => "ip",
+    }
+}
+
+/// `nft list table ...` for the agent's address family: what an operator
+/// types to look at the rules.
+pub fn inspect_command(target: SocketAddr) -> String {
+    format!("nft list table {} {TABLE}", family_name(rules::family_for(target.ip())))
+}
