@@ -122,7 +122,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
 async fn install_rules(config: &Config) -> Result<(), AppError> {
     let (target, interfaces) = (config.listen, config.host_interface.clone());
-    let outcome = tokio::task::spawn_blocking(move || firewall::install(target, &interfaces)).await??;
+    let outcome =
+        tokio::task::spawn_blocking(move || firewall::install(target, &interfaces)).await??;
     let adopted = outcome == Installed::Replaced;
     info!(table = firewall::TABLE, interfaces = %config.host_interface, %target, replaced_previous_agents_rules = adopted,
         inspect = firewall::inspect_command(target), "DNAT rules installed");
@@ -133,7 +134,10 @@ async fn install_rules(config: &Config) -> Result<(), AppError> {
 /// refused" until the next agent adopts them, never the real metadata service.
 async fn leave_rules(config: &Config) -> Result<(), AppError> {
     if !config.remove_rules_on_exit {
-        info!(table = firewall::TABLE, "DNAT rules left in place: pods get connection refused until the next agent starts; `iamlet cleanup` removes them");
+        info!(
+            table = firewall::TABLE,
+            "DNAT rules left in place: pods get connection refused until the next agent starts; `iamlet cleanup` removes them"
+        );
         return Ok(());
     }
     let removed = tokio::task::spawn_blocking(firewall::remove).await??;
@@ -145,7 +149,10 @@ async fn leave_rules(config: &Config) -> Result<(), AppError> {
 pub fn cleanup() -> Result<(), AppError> {
     let removed = firewall::remove()?;
     if removed.is_empty() {
-        info!(table = firewall::TABLE, "no iamlet rules on this node; nothing to remove");
+        info!(
+            table = firewall::TABLE,
+            "no iamlet rules on this node; nothing to remove"
+        );
     } else {
         info!(table = firewall::TABLE, families = ?removed, "iamlet rules removed");
     }

@@ -19,12 +19,13 @@ pub const LONG_VERSION: &str = concat!(
     ")"
 );
 
+// As with Go flags, a flag given twice takes its last value.
 // Boolean flags are Go-style: `--flag`, `--flag=true` and `--flag=false` all
 // parse, so kube2iam manifests that write `--iptables=true` start iamlet as is.
 
 /// iamlet: per-pod AWS IAM roles for Kubernetes, a kube2iam-compatible node agent.
 #[derive(Debug, Parser)]
-#[command(name = "iamlet", version = LONG_VERSION, about, max_term_width = 100)]
+#[command(name = "iamlet", version = LONG_VERSION, about, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -111,7 +112,12 @@ pub struct ServerArgs {
     pub app_port: u16,
 
     /// Port of a separate metrics listener; metrics are served on --app-port when equal.
-    #[arg(long, global = true, env = "IAMLET_METRICS_PORT", default_value = "8181")]
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_METRICS_PORT",
+        default_value = "8181"
+    )]
     pub metrics_port: u16,
 
     /// Address of this node that the agent listens on (and DNAT target); defaults to $HOST_IP.
@@ -119,7 +125,12 @@ pub struct ServerArgs {
     pub host_ip: String,
 
     /// Address (host or host:port) of the real instance metadata service.
-    #[arg(long, global = true, env = "IAMLET_METADATA_ADDR", default_value = "169.254.169.254")]
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_METADATA_ADDR",
+        default_value = "169.254.169.254"
+    )]
     pub metadata_addr: String,
 
     /// Metadata paths (after the version segment) never proxied to pods, comma-separated prefixes.
@@ -251,7 +262,12 @@ pub struct NodeArgs {
     pub remove_rules_on_exit: bool,
 
     /// Pod-side interfaces: a name, a `+` wildcard (cali+), `!` negation, or a comma-separated list.
-    #[arg(long, global = true, env = "IAMLET_HOST_INTERFACE", default_value = "docker0")]
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_HOST_INTERFACE",
+        default_value = "docker0"
+    )]
     pub host_interface: String,
 }
 

@@ -12,8 +12,8 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use thiserror::Error;
 
 use crate::cli::{Cli, Command, NO_EFFECT_FLAGS};
-use crate::firewall::InterfaceMatch;
 use crate::credentials::CacheSettings;
+use crate::firewall::InterfaceMatch;
 use crate::imds::ServiceSettings;
 use crate::pods::AnnotationKeys;
 use crate::roles::{BaseArn, PolicyFormat, RoleError, to_role_arn};
@@ -101,7 +101,10 @@ pub enum Invocation {
     Run(Box<Config>),
     /// `iamlet cleanup`: remove the rules and exit. Needs no API server,
     /// address or role settings.
-    Cleanup { log_format: LogFormat, log_level: tracing::Level },
+    Cleanup {
+        log_format: LogFormat,
+        log_level: tracing::Level,
+    },
 }
 
 impl Invocation {
@@ -118,9 +121,14 @@ impl Invocation {
         match cli.command {
             Some(Command::Cleanup) => {
                 let (log_format, log_level) = log_settings(&cli)?;
-                Ok(Invocation::Cleanup { log_format, log_level })
+                Ok(Invocation::Cleanup {
+                    log_format,
+                    log_level,
+                })
             }
-            Some(Command::Run) | None => Ok(Invocation::Run(Box::new(Config::from_cli(cli, &matches, env)?))),
+            Some(Command::Run) | None => Ok(Invocation::Run(Box::new(Config::from_cli(
+                cli, &matches, env,
+            )?))),
         }
     }
 }
@@ -134,7 +142,10 @@ impl Config {
     {
         match Invocation::parse(args, env)? {
             Invocation::Run(config) => Ok(*config),
-            Invocation::Cleanup { .. } => Err(ConfigError::invalid("command", "expected the agent, not cleanup")),
+            Invocation::Cleanup { .. } => Err(ConfigError::invalid(
+                "command",
+                "expected the agent, not cleanup",
+            )),
         }
     }
 

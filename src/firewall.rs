@@ -39,11 +39,18 @@ pub enum Installed {
 }
 
 /// Installs (or atomically replaces) iamlet's table for `target`.
-pub fn install(target: SocketAddr, interfaces: &InterfaceMatch) -> Result<Installed, FirewallError> {
+pub fn install(
+    target: SocketAddr,
+    interfaces: &InterfaceMatch,
+) -> Result<Installed, FirewallError> {
     let family = rules::family_for(target.ip());
     let existed = existing_tables()?.contains(&family);
     helper::apply_ruleset(&rules::install_batch(target, interfaces))?;
-    Ok(if existed { Installed::Replaced } else { Installed::Fresh })
+    Ok(if existed {
+        Installed::Replaced
+    } else {
+        Installed::Fresh
+    })
 }
 
 /// Removes iamlet's tables; returns the families that had one. Other tables
@@ -63,7 +70,9 @@ fn existing_tables() -> Result<Vec<NfFamily>, FirewallError> {
         .objects
         .iter()
         .filter_map(|object| match object {
-            NfObject::ListObject(NfListObject::Table(table)) if table.name == TABLE => Some(table.family),
+            NfObject::ListObject(NfListObject::Table(table)) if table.name == TABLE => {
+                Some(table.family)
+            }
             _ => None,
         })
         .filter(|family| matches!(family, NfFamily::IP | NfFamily::IP6))
@@ -82,5 +91,8 @@ pub fn family_name(family: NfFamily) -> &'static str {
 /// `nft list table ...` for the agent's address family: what an operator
 /// types to look at the rules.
 pub fn inspect_command(target: SocketAddr) -> String {
-    format!("nft list table {} {TABLE}", family_name(rules::family_for(target.ip())))
+    format!(
+        "nft list table {} {TABLE}",
+        family_name(rules::family_for(target.ip()))
+    )
 }

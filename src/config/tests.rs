@@ -167,7 +167,10 @@ fn invalid_values_name_their_flag() {
             "--iam-role-session-ttl",
         ),
         (&["--host-ip=10.0.0.1", "--iptables=maybe"], "--iptables"),
-        (&["--host-ip=10.0.0.1", "--host-interface=cali*"], "--host-interface"),
+        (
+            &["--host-ip=10.0.0.1", "--host-interface=cali*"],
+            "--host-interface",
+        ),
         (&["--host-ip=10.0.0.1", "--api-token=x"], "--api-token"),
         (
             &["--host-ip=10.0.0.1", "--api-server=ftp://x"],

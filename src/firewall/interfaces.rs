@@ -57,13 +57,21 @@ fn to_nft_pattern(name: &str) -> Result<String, String> {
         return Err("empty interface name".into());
     }
     if stem.len() > MAX_NAME {
-        return Err(format!("interface name {name:?} is longer than {MAX_NAME} characters"));
+        return Err(format!(
+            "interface name {name:?} is longer than {MAX_NAME} characters"
+        ));
     }
     let bad = |c: char| c.is_whitespace() || c.is_control() || "/\"'*+!,\\".contains(c);
     if let Some(c) = stem.chars().find(|c| bad(*c)) {
-        return Err(format!("character {c:?} is not allowed in interface name {name:?}"));
+        return Err(format!(
+            "character {c:?} is not allowed in interface name {name:?}"
+        ));
     }
-    Ok(if wildcard { format!("{stem}*") } else { stem.to_string() })
+    Ok(if wildcard {
+        format!("{stem}*")
+    } else {
+        stem.to_string()
+    })
 }
 
 #[cfg(test)]
@@ -73,7 +81,10 @@ mod tests {
     #[test]
     fn kube2iam_forms_and_more() {
         let one = InterfaceMatch::parse("docker0").unwrap();
-        assert_eq!((one.include.as_slice(), one.exclude.len()), (&["docker0".to_string()][..], 0));
+        assert_eq!(
+            (one.include.as_slice(), one.exclude.len()),
+            (&["docker0".to_string()][..], 0)
+        );
         assert_eq!(InterfaceMatch::parse("cali+").unwrap().include, ["cali*"]);
         let not = InterfaceMatch::parse("!eth0").unwrap();
         assert!(not.include.is_empty());
@@ -86,7 +97,18 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for bad in ["", ",", "eth0,", "a b", "cali*", "c+ali", "!", "averyveryverylongname", "x/y", "\"x"] {
+        for bad in [
+            "",
+            ",",
+            "eth0,",
+            "a b",
+            "cali*",
+            "c+ali",
+            "!",
+            "averyveryverylongname",
+            "x/y",
+            "\"x",
+        ] {
             assert!(InterfaceMatch::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -25,7 +25,11 @@ const DSTNAT_PRIORITY: i32 = -100;
 
 /// The family iamlet's rules live in for a given agent address.
 pub fn family_for(target: IpAddr) -> NfFamily {
-    if target.is_ipv4() { NfFamily::IP } else { NfFamily::IP6 }
+    if target.is_ipv4() {
+        NfFamily::IP
+    } else {
+        NfFamily::IP6
+    }
 }
 
 /// One transaction that leaves exactly iamlet's table with exactly its
@@ -68,8 +72,14 @@ pub fn install_batch(target: SocketAddr, interfaces: &InterfaceMatch) -> Nftable
             IpAddr::V4(_) => ("ip", IpAddr::V4(METADATA_V4), NATFamily::IP),
             IpAddr::V6(_) => ("ip6", IpAddr::V6(METADATA_V6), NATFamily::IP6),
         };
-        expr.push(matches(payload(protocol, "daddr"), Expression::String(metadata.to_string().into())));
-        expr.push(matches(payload("tcp", "dport"), Expression::Number(u32::from(METADATA_PORT))));
+        expr.push(matches(
+            payload(protocol, "daddr"),
+            Expression::String(metadata.to_string().into()),
+        ));
+        expr.push(matches(
+            payload("tcp", "dport"),
+            Expression::Number(u32::from(METADATA_PORT)),
+        ));
         expr.push(Statement::Counter(Counter::Anonymous(None)));
         expr.push(Statement::DNAT(Some(NAT {
             addr: Some(Expression::String(target.ip().to_string().into())),
@@ -108,21 +118,29 @@ fn table(family: NfFamily) -> NfListObject<'static> {
 
 fn iifname(op: Operator, name: &str) -> Statement<'static> {
     Statement::Match(Match {
-        left: Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iifname })),
+        left: Expression::Named(NamedExpression::Meta(Meta {
+            key: MetaKey::Iifname,
+        })),
         right: Expression::String(name.to_string().into()),
         op,
     })
 }
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: protocol.into(),
-        field: field.into(),
-    })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
 }
 
 fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
-    Statement::Match(Match { left, right, op: Operator::EQ })
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
 }
 
 #[cfg(test)]
@@ -136,9 +154,15 @@ mod tests {
 
     #[test]
     fn install_replaces_the_table_in_one_batch() {
-        let batch = install_batch("10.0.0.5:8181".parse().unwrap(), &InterfaceMatch::parse("cali+").unwrap());
+        let batch = install_batch(
+            "10.0.0.5:8181".parse().unwrap(),
+            &InterfaceMatch::parse("cali+").unwrap(),
+        );
         let commands = commands(&batch);
-        let verbs: Vec<&str> = commands.iter().map(|c| c.as_object().unwrap().keys().next().unwrap().as_str()).collect();
+        let verbs: Vec<&str> = commands
+            .iter()
+            .map(|c| c.as_object().unwrap().keys().next().unwrap().as_str())
+            .collect();
         assert_eq!(verbs, ["add", "delete", "add", "add", "add"]);
         assert_eq!(commands[0]["add"]["table"]["name"], TABLE);
         assert_eq!(commands[0]["add"]["table"]["family"], "ip");
@@ -147,26 +171,44 @@ mod tests {
         let rule = commands[4]["add"]["rule"]["expr"].to_string();
         assert!(rule.contains(r#""right":"cali*""#), "{rule}");
         assert!(rule.contains("169.254.169.254"), "{rule}");
-        assert!(rule.contains(r#""addr":"10.0.0.5""#) && rule.contains(r#""port":8181"#), "{rule}");
+        assert!(
+            rule.contains(r#""addr":"10.0.0.5""#) && rule.contains(r#""port":8181"#),
+            "{rule}"
+        );
     }
 
     #[test]
     fn lists_and_negations_become_rules_and_conditions() {
-        let batch = install_batch("10.0.0.5:8181".parse().unwrap(), &InterfaceMatch::parse("eni+,vlan+,!eni-mgmt").unwrap());
-        let rules: Vec<String> = commands(&batch).iter().filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string())).collect();
+        let batch = install_batch(
+            "10.0.0.5:8181".parse().unwrap(),
+            &InterfaceMatch::parse("eni+,vlan+,!eni-mgmt").unwrap(),
+        );
+        let rules: Vec<String> = commands(&batch)
+            .iter()
+            .filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string()))
+            .collect();
         assert_eq!(rules.len(), 2);
         for rule in &rules {
             assert!(rule.contains(r#""op":"!=","right":"eni-mgmt""#), "{rule}");
         }
-        let only_negated = install_batch("10.0.0.5:8181".parse().unwrap(), &InterfaceMatch::parse("!eth0").unwrap());
-        let rules: Vec<String> = commands(&only_negated).iter().filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string())).collect();
+        let only_negated = install_batch(
+            "10.0.0.5:8181".parse().unwrap(),
+            &InterfaceMatch::parse("!eth0").unwrap(),
+        );
+        let rules: Vec<String> = commands(&only_negated)
+            .iter()
+            .filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string()))
+            .collect();
         assert_eq!(rules.len(), 1);
         assert!(!rules[0].contains(r#""op":"==","right":"eth0""#));
     }
 
     #[test]
     fn ipv6_agents_get_the_ipv6_metadata_address() {
-        let batch = install_batch("[fd00::5]:8181".parse().unwrap(), &InterfaceMatch::parse("eth1").unwrap());
+        let batch = install_batch(
+            "[fd00::5]:8181".parse().unwrap(),
+            &InterfaceMatch::parse("eth1").unwrap(),
+        );
         let text = serde_json::to_string(&batch).unwrap();
         assert!(text.contains(r#""family":"ip6""#));
         assert!(text.contains("fd00:ec2::254"), "{text}");

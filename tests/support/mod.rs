@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod clients;
 pub mod moto;
+pub mod netns;
 pub mod relay;
 pub mod upstream;
 

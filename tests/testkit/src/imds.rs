@@ -65,7 +65,10 @@ impl FakeImds {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -77,15 +80,18 @@ impl Drop for FakeImds {
 
 fn answer<B>(recorded: &Mutex<Vec<Seen>>, request: Request<B>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Seen {
-        method: request.method().to_string(),
-        path: path.clone(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-    });
+    recorded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Seen {
+            method: request.method().to_string(),
+            path: path.clone(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+        });
     if request.method() == Method::PUT && path == "/latest/api/token" {
         let mut response = text(StatusCode::OK, UPSTREAM_TOKEN.to_string());
         response.headers_mut().insert(

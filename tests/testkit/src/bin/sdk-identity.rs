@@ -13,7 +13,10 @@ async fn main() {
     match sts.get_caller_identity().send().await {
         Ok(identity) => println!("{}", identity.arn().unwrap_or_default()),
         Err(error) => {
-            eprintln!("{}", aws_smithy_types::error::display::DisplayErrorContext(error));
+            eprintln!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(error)
+            );
             std::process::exit(1);
         }
     }

@@ -1,0 +1,302 @@
+//! End to end on a simulated node: network namespaces, the real nftables
+//! DNAT rule, real moto with IAM enforcement, the real agent, and real
+//! clients inside pod namespaces talking to 169.254.169.254 as they would on
+//! EC2. Needs root.
+
+mod support;
+
+use std::time::Duration;
+
+use support::netns::SimNode;
+use support::upstream::{NODE_ACCESS_KEY, NODE_SECRET};
+
+const ROLE_ARN_PREFIX: &str = "arn:aws:sts::123456789012:assumed-role/s3-reader/";
+const CREDS_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_kube2iam_tutorial_grant_list_deny_revoke() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.11", None);
+    node.add_pod("bystander", "10.77.0.12", None);
+    node.start_agent(&[]);
+
+    let denied = node.aws("app", &["s3", "ls", "s3://team-bucket"]);
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied).contains("Unable to locate credentials"),
+        "{}",
+        text(&denied)
+    );
+
+    let out = node.kubectl(&["annotate", "pod", "app", "iam.amazonaws.com/role=s3-reader"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = node.aws("app", &["s3", "ls", "s3://team-bucket"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(text(&listed).contains("hello.txt"));
+    let other = node.aws("app", &["s3", "ls", "s3://other-bucket"]);
+    assert!(!other.status.success());
+    assert!(text(&other).contains("AccessDenied"), "{}", text(&other));
+    let identity = node.aws(
+        "app",
+        &[
+            "sts",
+            "get-caller-identity",
+            "--query",
+            "Arn",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(
+        text(&identity).trim().starts_with(ROLE_ARN_PREFIX),
+        "{}",
+        text(&identity)
+    );
+    assert!(text(&identity).trim().ends_with("default.app"));
+
+    // The other pod on the node is unaffected.
+    let bystander = node.aws("bystander", &["s3", "ls", "s3://team-bucket"]);
+    assert!(
+        text(&bystander).contains("Unable to locate credentials"),
+        "{}",
+        text(&bystander)
+    );
+
+    let out = node.kubectl(&["annotate", "pod", "app", "iam.amazonaws.com/role-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let revoked = node.aws("app", &["s3", "ls", "s3://team-bucket"]);
+    assert!(
+        text(&revoked).contains("Unable to locate credentials"),
+        "{}",
+        text(&revoked)
+    );
+
+    let ruleset = node.ruleset();
+    assert!(ruleset.contains("table ip iamlet"), "{ruleset}");
+    assert!(ruleset.contains("dnat to 10.77.0.1:8181"), "{ruleset}");
+}
+
+#[test]
+fn an_unmodified_rust_sdk_app_and_curl_in_a_pod() {
+    let mut node = SimNode::up();
+    node.add_pod("rusty", "10.77.0.13", Some("s3-reader"));
+    node.start_agent(&["--require-imdsv2"]);
+    let identity = node.sdk_identity("rusty");
+    assert!(identity.status.success(), "{}", text(&identity));
+    assert!(
+        text(&identity).trim().starts_with(ROLE_ARN_PREFIX),
+        "{}",
+        text(&identity)
+    );
+
+    // IMDSv1 is refused with --require-imdsv2; IMDSv2 by hand works.
+    let (_, v1) = node.curl(
+        "rusty",
+        &["-o", "/dev/null", "-w", "%{http_code}", CREDS_URL],
+    );
+    assert_eq!(v1, "401");
+    let (_, token) = node.curl(
+        "rusty",
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "x-aws-ec2-metadata-token-ttl-seconds: 60",
+            "http://169.254.169.254/latest/api/token",
+        ],
+    );
+    let (_, role) = node.curl(
+        "rusty",
+        &[
+            "-H",
+            &format!("x-aws-ec2-metadata-token: {token}"),
+            CREDS_URL,
+        ],
+    );
+    assert_eq!(role, "s3-reader");
+}
+
+#[test]
+fn a_pod_never_gets_the_nodes_credentials_however_it_asks() {
+    let mut node = SimNode::up();
+    node.add_pod("curious", "10.77.0.14", None);
+    node.start_agent(&[]);
+    let (_, token) = node.curl(
+        "curious",
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "x-aws-ec2-metadata-token-ttl-seconds: 60",
+            "http://169.254.169.254/latest/api/token",
+        ],
+    );
+    let token_header = format!("x-aws-ec2-metadata-token: {token}");
+    let paths = [
+        "/latest/meta-data/iam/security-credentials/",
+        "/latest/meta-data/iam/security-credentials/node-role",
+        "/latest/meta-data/iam/security-credentials-extended/node-role",
+        "/latest/meta-data/iam/info",
+        "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+        "/latest/user-data",
+        "/2021-07-15/meta-data/iam/security-credentials/node-role",
+        "/latest/meta-data/iam/../iam/security-credentials/node-role",
+        "/latest/meta-data/iam/security-credentials%2Fnode-role",
+        "/latest//meta-data/iam/security-credentials/node-role",
+    ];
+    for host in ["169.254.169.254", "169.254.169.254:80", "10.77.0.1:8181"] {
+        for path in paths {
+            for headers in [
+                vec![],
+                vec!["-H", &token_header],
+                vec!["-H", "x-forwarded-for: 10.77.0.1"],
+            ] {
+                let url = format!("http://{host}{path}");
+                let mut args = vec!["--path-as-is"];
+                args.extend(headers.iter().copied());
+                args.push(&url);
+                let (_, body) = node.curl("curious", &args);
+                assert!(
+                    !body.contains(NODE_SECRET) && !body.contains(NODE_ACCESS_KEY),
+                    "{url}: {body}"
+                );
+                assert!(
+                    !body.contains("node-profile") && !body.contains("bootstrap-secret"),
+                    "{url}: {body}"
+                );
+            }
+        }
+    }
+    // Non-credential metadata still works, through the agent.
+    let (_, instance) = node.curl(
+        "curious",
+        &["http://169.254.169.254/latest/meta-data/instance-id"],
+    );
+    assert_eq!(instance, "i-0123456789abcdef0");
+}
+
+#[test]
+fn sigterm_leaves_the_rules_and_the_next_agent_adopts_them() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.15", Some("s3-reader"));
+    node.start_agent(&[]);
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
+
+    let status = node.signal_agent("TERM");
+    assert!(status.success(), "{status}");
+    let log = node.agent_log();
+    assert!(log.contains("DNAT rules left in place"), "{log}");
+    // With the agent gone, the pod is refused: never the real metadata service.
+    let (code, body) = node.curl("app", &[CREDS_URL]);
+    assert_eq!(code, 7, "connection refused, got {code}: {body}");
+    assert!(node.ruleset().contains("table ip iamlet"));
+
+    node.start_agent(&[]);
+    assert!(
+        node.agent_log()
+            .contains("replaced_previous_agents_rules=true"),
+        "{}",
+        node.agent_log()
+    );
+    let ruleset = node.ruleset();
+    assert_eq!(
+        ruleset.matches("dnat to").count(),
+        1,
+        "no duplicated rules:\n{ruleset}"
+    );
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
+}
+
+#[test]
+fn sigkill_and_restart_under_load_never_leak_the_node_credentials() {
+    let mut node = SimNode::up();
+    node.add_pod("busy", "10.77.0.16", Some("s3-reader"));
+    node.start_agent(&[]);
+    let creds_url = format!("{CREDS_URL}s3-reader");
+    let status = node.signal_agent("KILL");
+    assert!(!status.success());
+    for _ in 0..5 {
+        let (code, body) = node.curl("busy", &[&creds_url]);
+        assert_eq!(code, 7, "refused while no agent runs: {body}");
+        assert!(!body.contains(NODE_ACCESS_KEY));
+    }
+    node.start_agent(&[]);
+    let (code, body) = node.curl("busy", &[&creds_url]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(json["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
+    assert_ne!(json["AccessKeyId"], NODE_ACCESS_KEY);
+}
+
+#[test]
+fn remove_rules_on_exit_and_cleanup_touch_only_iamlets_table() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.17", Some("s3-reader"));
+    let other = node.in_node(&["nft", "add", "table", "ip", "someone-else"]);
+    assert!(other.status.success());
+
+    node.start_agent(&["--remove-rules-on-exit"]);
+    assert!(node.signal_agent("TERM").success());
+    assert!(
+        node.agent_log().contains("DNAT rules removed"),
+        "{}",
+        node.agent_log()
+    );
+    let ruleset = node.ruleset();
+    assert!(
+        !ruleset.contains("table ip iamlet") && ruleset.contains("table ip someone-else"),
+        "{ruleset}"
+    );
+
+    node.start_agent(&[]);
+    assert!(node.signal_agent("KILL").code().is_none());
+    assert!(node.ruleset().contains("table ip iamlet"));
+    let cleanup = node.iamlet(&["cleanup", "--host-interface=br0"]);
+    assert!(cleanup.status.success(), "{}", text(&cleanup));
+    assert!(
+        text(&cleanup).contains("iamlet rules removed"),
+        "{}",
+        text(&cleanup)
+    );
+    let ruleset = node.ruleset();
+    assert!(
+        !ruleset.contains("iamlet") && ruleset.contains("table ip someone-else"),
+        "{ruleset}"
+    );
+    let again = node.iamlet(&["cleanup"]);
+    assert!(again.status.success());
+    assert!(text(&again).contains("nothing to remove"));
+}
+
+#[test]
+fn wildcards_lists_and_negations_select_the_pod_interfaces() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.18", Some("s3-reader"));
+    node.start_agent(&["--host-interface=cali+,br+,!br9"]);
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
+    let ruleset = node.ruleset();
+    assert!(
+        ruleset.contains(r#"iifname "br*" iifname != "br9""#),
+        "{ruleset}"
+    );
+    assert_eq!(ruleset.matches("dnat to").count(), 2, "{ruleset}");
+    // Annotation changes while the pod runs apply at once through the rule.
+    let out = node.kubectl(&[
+        "annotate",
+        "--overwrite",
+        "pod",
+        "app",
+        "iam.amazonaws.com/role=other-role",
+    ]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "other-role");
+}

@@ -1,0 +1,316 @@
+//! The simulated node of `tests/e2e/node.sh`, driven from Rust: network
+//! namespaces for the node and each pod, the real `iamlet` with
+//! `--iptables`, and real clients run inside pod namespaces. Everything is
+//! torn down on drop, also when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const NODE_IP: &str = "10.77.0.1";
+pub const AGENT_PORT: u16 = 8181;
+const MOTO_URL: &str = "http://10.77.0.1:5000";
+const API_URL: &str = "http://127.0.0.1:6443";
+
+pub struct SimNode {
+    state: tempfile::TempDir,
+    prefix: String,
+    node_credentials: Vec<(String, String)>,
+    agent: Option<Child>,
+    agent_logs: usize,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_iamlet"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for tool in ["fake-apiserver", "fake-imds", "sdk-identity"] {
+        assert!(
+            dir.join(tool).exists(),
+            "{tool} is not built in {}: run `cargo build --workspace` (scripts/test.sh does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn check(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl SimNode {
+    pub fn up() -> SimNode {
+        assert!(
+            Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| o.stdout == b"0\n")
+                .unwrap_or(false),
+            "the network-namespace suite needs root (ip netns, nft)"
+        );
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "iml{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let state = tempfile::tempdir().unwrap();
+        std::fs::write(state.path().join("prefix"), &prefix).unwrap();
+        let mut node = SimNode {
+            state,
+            prefix,
+            node_credentials: Vec::new(),
+            agent: None,
+            agent_logs: 0,
+        };
+        let output = node.script(&["up"]);
+        check(&output, "node.sh up");
+        let env = std::fs::read_to_string(node.state.path().join("node-credentials.env")).unwrap();
+        node.node_credentials = env
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        node
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let mut full = vec![args[0], self.state.path().to_str().unwrap()];
+        full.extend(&args[1..]);
+        Command::new(repo().join("tests/e2e/node.sh"))
+            .args(&full)
+            .env("IAMLET_BIN_DIR", bin_dir())
+            .env("IAMLET_TEST_VENV", super::venv())
+            .output()
+            .expect("run node.sh")
+    }
+
+    pub fn node_ns(&self) -> String {
+        format!("{}-node", self.prefix)
+    }
+
+    pub fn pod_ns(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.prefix)
+    }
+
+    /// A pod namespace on the bridge, and its Pod object on the API server.
+    pub fn add_pod(&self, name: &str, ip: &str, role: Option<&str>) {
+        check(&self.script(&["pod-add", name, ip]), "node.sh pod-add");
+        let annotations = role.map_or(
+            serde_json::json!({}),
+            |r| serde_json::json!({"iam.amazonaws.com/role": r}),
+        );
+        let pod = iamlet_testkit::pod("default", name, super::NODE, ip, annotations);
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node_ns(),
+                "kubectl",
+                &format!("--server={API_URL}"),
+                "create",
+                "--validate=false",
+                "-f",
+                "-",
+            ])
+            .env("HOME", self.state.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pod.to_string().as_bytes())
+            .unwrap();
+        check(&child.wait_with_output().unwrap(), "kubectl create");
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let server = format!("--server={API_URL}");
+        let ns = self.node_ns();
+        let mut full = vec!["netns", "exec", &ns, "kubectl", &server];
+        full.extend(args);
+        Command::new("ip")
+            .args(&full)
+            .env("HOME", self.state.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command in the node namespace (as the host would).
+    pub fn in_node(&self, args: &[&str]) -> Output {
+        let ns = self.node_ns();
+        let mut full = vec!["netns", "exec", &ns];
+        full.extend(args);
+        Command::new("ip").args(&full).output().unwrap()
+    }
+
+    /// Runs a command in a pod's namespace with a clean environment: no
+    /// credentials, AWS APIs at moto, metadata at the usual address.
+    pub fn in_pod(&self, pod: &str, args: &[&str]) -> Output {
+        let ns = self.pod_ns(pod);
+        let home = self.state.path().join(format!("home-{pod}"));
+        let _ = std::fs::create_dir_all(&home);
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "env", "-i"])
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
+            .arg(format!("HOME={}", home.display()))
+            .args(["AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1"])
+            .arg(format!("AWS_ENDPOINT_URL={MOTO_URL}"))
+            .args([
+                "AWS_CONFIG_FILE=/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `aws <args>` (botocore) inside a pod.
+    pub fn aws(&self, pod: &str, args: &[&str]) -> Output {
+        let aws = super::venv().join("bin/aws");
+        let mut full = vec![aws.to_str().unwrap()];
+        full.extend(args);
+        self.in_pod(pod, &full)
+    }
+
+    /// The caller ARN an unmodified aws-config application in the pod sees.
+    pub fn sdk_identity(&self, pod: &str) -> Output {
+        let bin = bin_dir().join("sdk-identity");
+        self.in_pod(pod, &[bin.to_str().unwrap()])
+    }
+
+    /// `curl` inside a pod: (exit code, body).
+    pub fn curl(&self, pod: &str, args: &[&str]) -> (i32, String) {
+        let mut full = vec!["curl", "-s", "-m", "5"];
+        full.extend(args);
+        let output = self.in_pod(pod, &full);
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    pub fn start_agent(&mut self, extra: &[&str]) {
+        assert!(self.agent.is_none(), "an agent is already running");
+        self.agent_logs += 1;
+        let log = std::fs::File::create(self.agent_log_path(self.agent_logs)).unwrap();
+        let port = format!("--app-port={AGENT_PORT}");
+        let host_ip = format!("--host-ip={NODE_IP}");
+        let api = format!("--api-server={API_URL}");
+        let node = format!("--node={}", super::NODE);
+        let base = format!("--base-role-arn=arn:aws:iam::{}:role/", super::ACCOUNT);
+        let mut args = vec![
+            "netns",
+            "exec",
+            &self.node_ns(),
+            env!("CARGO_BIN_EXE_iamlet"),
+            "--iptables=true",
+            "--host-interface=br0",
+            &host_ip,
+            &port,
+            &api,
+            &node,
+            &base,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("ip")
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.node_credentials.iter().map(|(k, v)| (k, v)))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", MOTO_URL)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready_url = format!("http://{NODE_IP}:{AGENT_PORT}/readyz");
+        loop {
+            if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("iamlet exited with {status}:\n{}", self.agent_log());
+            }
+            if self
+                .in_node(&["curl", "-sf", "-m", "1", &ready_url])
+                .status
+                .success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "iamlet not ready:\n{}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` to the agent (by PID) and waits for it to exit.
+    pub fn signal_agent(&mut self, signal: &str) -> ExitStatus {
+        let mut child = self.agent.take().expect("a running agent");
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+
+    fn agent_log_path(&self, n: usize) -> PathBuf {
+        self.state.path().join(format!("iamlet-{n}.log"))
+    }
+
+    /// The log of the latest agent.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.agent_log_path(self.agent_logs)).unwrap_or_default()
+    }
+
+    /// `nft list ruleset` in the node namespace.
+    pub fn ruleset(&self) -> String {
+        String::from_utf8_lossy(&self.in_node(&["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+
+    pub fn iamlet(&self, args: &[&str]) -> Output {
+        let mut full = vec![env!("CARGO_BIN_EXE_iamlet")];
+        full.extend(args);
+        self.in_node(&full)
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- iamlet log ---\n{}", self.agent_log());
+        }
+        let _ = self.script(&["down"]);
+    }
+}
