@@ -62,7 +62,15 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Bod
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(&ApiError::new(400, "BadRequest", "unreadable body")),
     };
+    let wants_table = parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"));
     match route(&shared, &parts.method, &path, &query, &content_type, &body) {
+        Ok(Reply::Json(status, value)) if wants_table => {
+            json_response(status, &as_table(&value).unwrap_or(value))
+        }
         Ok(Reply::Json(status, value)) => json_response(status, &value),
         Ok(Reply::Watch(watch)) => watch_response(shared, watch),
         Err(api_error) => error(&api_error),
@@ -342,6 +350,47 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// kubectl's `get` asks for a `meta.k8s.io/v1` Table: name, phase, IP,
+/// node and the role annotation for pods; name for namespaces.
+fn as_table(value: &Value) -> Option<Value> {
+    let kind = value["kind"].as_str()?;
+    let items: Vec<Value> = match kind {
+        "PodList" | "NamespaceList" => value["items"].as_array()?.clone(),
+        "Pod" | "Namespace" => vec![value.clone()],
+        _ => return None,
+    };
+    let pods = kind.starts_with("Pod");
+    let column = |name: &str| json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0});
+    let columns = if pods {
+        vec![column("Name"), column("Status"), column("IP"), column("Node"), column("Role")]
+    } else {
+        vec![column("Name"), column("Allowed roles")]
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let text = |pointer: &str| item.pointer(pointer).and_then(Value::as_str).unwrap_or("<none>").to_string();
+            let cells = if pods {
+                vec![
+                    text("/metadata/name"),
+                    text("/status/phase"),
+                    text("/status/podIP"),
+                    text("/spec/nodeName"),
+                    text("/metadata/annotations/iam.amazonaws.com~1role"),
+                ]
+            } else {
+                vec![text("/metadata/name"), text("/metadata/annotations/iam.amazonaws.com~1allowed-roles")]
+            };
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
+        })
+        .collect();
+    Some(json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": value["metadata"]["resourceVersion"]},
+        "columnDefinitions": columns, "rows": rows,
+    }))
 }
 
 fn event_line(watch: &WatchRequest, event: &StoredEvent) -> Option<Bytes> {

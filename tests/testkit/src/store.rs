@@ -125,8 +125,7 @@ impl State {
         self.next_uid += 1;
         let meta = metadata_mut(&mut object);
         meta.entry("uid").or_insert(json!(uid));
-        meta.entry("creationTimestamp")
-            .or_insert(json!("2026-01-01T00:00:00Z"));
+        meta.entry("creationTimestamp").or_insert(json!(now_rfc3339()));
         Ok(self.store(key, object, "ADDED"))
     }
 
@@ -258,6 +257,14 @@ impl State {
         // sees every later event exactly once.
         let _ = self.events.send(event);
     }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "2026-01-01T00:00:00Z".to_string())
 }
 
 fn metadata_mut(object: &mut Value) -> &mut serde_json::Map<String, Value> {

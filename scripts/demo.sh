@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The local demo (README): on a fresh machine, as root, installs what it
+# needs, builds iamlet, starts a simulated node in network namespaces and
+# replays the kube2iam tutorial against it: a pod without a role cannot list
+# the bucket, `kubectl annotate` grants the role, removing it revokes it.
+# Everything it starts is removed at the end, also on failure or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: run as root (it creates network namespaces and nftables rules)" >&2
+  exit 1
+fi
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[36m%s $\033[0m %s\n' "$1" "$2"; }
+
+bold "Setting up: Debian packages, Python venv (moto, awscli), cargo build"
+scripts/setup-test-env.sh
+cargo build --locked --workspace --quiet
+
+state=$(mktemp -d /tmp/iamlet-demo.XXXXXX)
+echo "iamldemo" >"$state/prefix"
+agent_pid=
+cleanup() {
+  set +e
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  ip netns exec iamldemo-node "$repo/target/debug/iamlet" cleanup >/dev/null 2>&1
+  tests/e2e/node.sh down "$state"
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+bold "Starting a simulated node: network namespace iamldemo-node with a pod bridge br0 (10.77.0.1),"
+echo "   the node's metadata service on 169.254.169.254, moto (STS, IAM, S3) with IAM enforcement on,"
+echo "   and a Kubernetes API server; then a pod 'app' (10.77.0.11) in its own namespace"
+tests/e2e/node.sh up "$state"
+tests/e2e/node.sh pod-add "$state" app 10.77.0.11
+
+node() { ip netns exec iamldemo-node "$@"; }
+kubectl() { node env HOME="$state" kubectl --server=http://127.0.0.1:6443 "$@"; }
+in_pod() {
+  ip netns exec iamldemo-app env -i PATH="$PATH" HOME="$state" AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ENDPOINT_URL=http://10.77.0.1:5000 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null "$@"
+}
+pod_aws() {
+  show "pod/app" "aws $*"
+  in_pod "$repo/.venv/bin/aws" "$@" 2>&1 || true
+}
+run_kubectl() {
+  show "node" "kubectl $*"
+  kubectl "$@"
+}
+
+cat >"$state/app.json" <<'JSON'
+{"apiVersion":"v1","kind":"Pod","metadata":{"name":"app","namespace":"default"},
+ "spec":{"nodeName":"node-a","containers":[{"name":"app","image":"amazon/aws-cli"}]},
+ "status":{"phase":"Running","podIP":"10.77.0.11","podIPs":[{"ip":"10.77.0.11"}]}}
+JSON
+kubectl create --validate=false -f "$state/app.json" >/dev/null
+run_kubectl get pods
+
+bold "Starting iamlet on the node, as its DaemonSet would (kube2iam's flags)"
+set -a; . "$state/node-credentials.env"; set +a
+cmd=(iamlet --iptables=true --host-interface=br0 --host-ip=10.77.0.1 --app-port=8181
+     --api-server=http://127.0.0.1:6443 --node=node-a --base-role-arn=arn:aws:iam::123456789012:role/)
+show "node" "${cmd[*]}"
+# Started directly (not through a shell function) so that $! is iamlet's PID.
+ip netns exec iamldemo-node env AWS_REGION=us-east-1 AWS_ENDPOINT_URL=http://10.77.0.1:5000 \
+  "$repo/target/debug/${cmd[0]}" "${cmd[@]:1}" >"$state/iamlet.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 100); do
+  node curl -sf http://10.77.0.1:8181/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+sed -e 's/^[^ ]* *//' "$state/iamlet.log" | grep -E "rules installed|serving" | cut -c1-160
+
+bold "The DNAT rule iamlet installed in its own nftables table"
+show "node" "nft list table ip iamlet"
+node nft list table ip iamlet
+
+bold "1. The pod has no role: the SDK finds no credentials"
+pod_aws s3 ls s3://team-bucket
+
+bold "2. Grant the role with kubectl annotate"
+run_kubectl annotate pod app iam.amazonaws.com/role=s3-reader
+pod_aws s3 ls s3://team-bucket
+pod_aws sts get-caller-identity --query Arn --output text
+echo "   (the role may list team-bucket only:)"
+pod_aws s3 ls s3://other-bucket
+
+bold "3. Revoke it"
+run_kubectl annotate pod app iam.amazonaws.com/role-
+pod_aws s3 ls s3://team-bucket
+
+bold "4. What the pod can and cannot read from the metadata service"
+show "pod/app" "curl http://169.254.169.254/latest/meta-data/instance-id"
+in_pod curl -s http://169.254.169.254/latest/meta-data/instance-id; echo
+show "pod/app" "curl -w ' (%{http_code})' http://169.254.169.254/latest/user-data"
+in_pod curl -s -o /dev/null -w '(%{http_code})' http://169.254.169.254/latest/user-data; echo
+
+bold "iamlet's decision log"
+grep -E "credential decision|metadata path refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
+
+bold "Stopping iamlet (SIGTERM): the rule stays, so the pod is refused, never sent to the real service"
+kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=
+show "pod/app" "curl http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+in_pod curl -sS -m 3 http://169.254.169.254/latest/meta-data/iam/security-credentials/ 2>&1 || true
+grep -E "rules left in place" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
+show "node" "iamlet cleanup"
+node "$repo/target/debug/iamlet" cleanup 2>&1 | sed -e 's/^[^ ]* *//'
+
+bold "Done: tearing down the namespaces and processes"
