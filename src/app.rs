@@ -1,6 +1,7 @@
 //! Wiring: builds every part from the [`Config`], runs the tasks, and shuts
 //! down in order on SIGTERM or SIGINT.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,15 +9,17 @@ use http::{Method, StatusCode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
 use crate::firewall::{self, FirewallError, Installed};
-use crate::imds::{MetadataService, Upstream, serve};
+use crate::imds::{Listener, MetadataService, Upstream, serve};
 use crate::pods::{PodStore, spawn_watchers};
 use crate::roles::{BaseArn, Resolver};
+use crate::telemetry::Metrics;
 
 /// How long the agent waits on the real metadata service before giving up
 /// on a proxied request.
@@ -74,27 +77,37 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         resolver.restrictions(),
     ));
     let sts = AwsSts::from_environment(upstream.base_url()).await;
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        env!("IAMLET_GIT_COMMIT"),
+    ));
     let cache = Arc::new(CredentialCache::new(
         Arc::new(sts),
         config.cache,
         clock.clone(),
+        metrics.clone(),
     ));
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
+    let metrics_listener = match config.metrics_port {
+        Some(port) => Some(bind(SocketAddr::new(config.listen.ip(), port)).await?),
+        None => None,
+    };
     // Rules go in after the listener is bound (DNATed connections wait in
     // its backlog instead of being refused) and before anything is answered.
     if config.iptables {
         install_rules(&config).await?;
+        metrics.rules_installed.set(1);
     }
     if config.node.is_none() {
         warn!("no --node and no $NODE_NAME: watching every pod in the cluster");
     }
-    let watchers = spawn_watchers(client, config.node.as_deref(), store.clone());
+    let watchers = spawn_watchers(
+        client,
+        config.node.as_deref(),
+        store.clone(),
+        metrics.clone(),
+    );
     let warmer = spawn_warmer(store.clone(), resolver.clone(), cache.clone());
     info!(listen = %config.listen, node = config.node.as_deref().unwrap_or("*"),
         version = crate::cli::LONG_VERSION, "iamlet serving");
@@ -106,9 +119,32 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         upstream,
         tokens: Default::default(),
         clock,
+        metrics,
         settings: config.service.clone(),
     });
-    serve(listener, service, shutdown_signal()).await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(serve(
+            listener,
+            Listener::Metrics,
+            service.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let metadata_server = serve(listener, Listener::Metadata, service, stopped(stop_rx));
+    tokio::pin!(metadata_server);
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = &mut metadata_server => {}
+    }
+    let _ = stop_tx.send(true);
+    metadata_server.await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     warmer.abort();
     for watcher in watchers {
         watcher.abort();
@@ -118,6 +154,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     info!("iamlet stopped");
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
 }
 
 async fn install_rules(config: &Config) -> Result<(), AppError> {

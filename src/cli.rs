@@ -301,7 +301,6 @@ pub const NO_EFFECT_FLAGS: &[(&str, &str)] = &[
         "backoff_max_interval",
         "waiting requests are woken by watch events instead of polling",
     ),
-    ("metrics_port", "this build serves no metrics yet"),
     (
         "use_regional_sts_endpoint",
         "the AWS SDK always uses the regional STS endpoint",

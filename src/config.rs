@@ -170,6 +170,12 @@ impl Config {
         let host_ip: IpAddr = host_ip.parse().map_err(|_| {
             ConfigError::invalid("host-ip", format!("{host_ip:?} is not an IP address"))
         })?;
+        if cli.server.metrics_port == 0 {
+            return Err(ConfigError::invalid(
+                "metrics-port",
+                "must be a port from 1 to 65535",
+            ));
+        }
         if cli.server.app_port == 0 {
             return Err(ConfigError::invalid(
                 "app-port",
@@ -226,6 +232,7 @@ impl Config {
                 require_imdsv2: cli.server.require_imdsv2,
                 lookup_wait: cli.kube.backoff_max_elapsed_time,
                 debug: cli.server.debug,
+                metrics_on_app_port: cli.server.metrics_port == cli.server.app_port,
                 deny: cli
                     .server
                     .metadata_deny

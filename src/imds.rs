@@ -8,6 +8,6 @@ pub mod routes;
 mod server;
 pub mod token;
 
-pub use handler::{MetadataService, ServiceSettings};
+pub use handler::{Listener, MetadataService, ServiceSettings};
 pub use proxy::{ProxyError, Upstream};
 pub use server::serve;

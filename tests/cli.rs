@@ -80,6 +80,7 @@ async fn configured_from_the_environment_alone_and_stopped_by_sigterm() {
         .env_clear()
         .env("HOST_IP", "127.0.0.1")
         .env("IAMLET_APP_PORT", &port_text)
+        .env("IAMLET_METRICS_PORT", &port_text)
         .env("IAMLET_API_SERVER", api.url())
         .env("NODE_NAME", support::NODE)
         .env("IAMLET_METADATA_ADDR", "127.0.0.1:9")

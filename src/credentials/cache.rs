@@ -12,6 +12,7 @@ use moka::future::Cache;
 use super::sts::{AssumeRole, StsError, StsErrorKind};
 use super::{CredentialKey, Credentials};
 use crate::clock::Clock;
+use crate::telemetry::Metrics;
 
 /// Lifetimes, validated by [`crate::config`]: `min_remaining < refresh_before < session_duration`.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +35,7 @@ pub struct CredentialCache {
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
     sts_calls: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for dyn AssumeRole {
@@ -75,7 +77,12 @@ impl Expiry<CredentialKey, Arc<Credentials>> for ServableUntil {
 }
 
 impl CredentialCache {
-    pub fn new(sts: Arc<dyn AssumeRole>, settings: CacheSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        sts: Arc<dyn AssumeRole>,
+        settings: CacheSettings,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let entries = Cache::builder()
             .expire_after(ServableUntil {
                 clock: clock.clone(),
@@ -91,7 +98,12 @@ impl CredentialCache {
             settings,
             clock,
             sts_calls: AtomicU64::new(0),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn settings(&self) -> &CacheSettings {
@@ -107,8 +119,10 @@ impl CredentialCache {
     /// shared by every request that misses at the same time.
     pub async fn get(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
         if let Some(credentials) = self.peek(key).await {
+            Metrics::count(&self.metrics.cache_lookups, "hit");
             return Ok(credentials);
         }
+        Metrics::count(&self.metrics.cache_lookups, "miss");
         if let Some(error) = self.remembered_error(key).await {
             return Err(error);
         }
@@ -216,7 +230,12 @@ impl CredentialCache {
             .sts
             .assume_role(key, self.settings.session_duration)
             .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let code = result
+            .as_ref()
+            .map_or_else(|e| e.code.as_str(), |_| "success");
+        self.metrics.sts_call(code, elapsed);
+        let elapsed_ms = elapsed.as_millis() as u64;
         match &result {
             Ok(_) => {
                 tracing::debug!(role = %key.role, session = %key.session_name, elapsed_ms, "AssumeRole succeeded")

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{CredentialCache, CredentialKey, StsError};
 use crate::pods::PodStore;
 use crate::roles::Resolver;
+use crate::telemetry::Metrics;
 
 /// The longest the warmer sleeps without an index change.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -126,6 +127,13 @@ impl Warmer {
             } else {
                 cache.get(&key).await.map(drop)
             };
+            let metrics = cache.metrics();
+            let family = if replace {
+                &metrics.refreshes
+            } else {
+                &metrics.prefetches
+            };
+            Metrics::count(family, if result.is_ok() { "success" } else { "error" });
             let _ = done.send((key, result));
         });
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -18,6 +18,16 @@ use crate::clock::Clock;
 use crate::credentials::{CredentialCache, CredentialKey, StsErrorKind};
 use crate::pods::{LookupError, PodStore, PodView};
 use crate::roles::{AssumeTarget, Resolver, RoleError};
+use crate::telemetry::Metrics;
+
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `--host-ip:--app-port`, where pods' DNATed traffic arrives.
+    Metadata,
+    /// `--host-ip:--metrics-port`, when it differs: metrics and health only.
+    Metrics,
+}
 
 #[derive(Clone, Debug)]
 pub struct ServiceSettings {
@@ -26,6 +36,8 @@ pub struct ServiceSettings {
     pub lookup_wait: Duration,
     pub debug: bool,
     pub deny: Vec<String>,
+    /// Serve `/metrics` on the metadata listener (no separate metrics port).
+    pub metrics_on_app_port: bool,
 }
 
 #[derive(Debug)]
@@ -36,6 +48,7 @@ pub struct MetadataService {
     pub upstream: Arc<Upstream>,
     pub tokens: TokenIssuer,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
     pub settings: ServiceSettings,
 }
 
@@ -47,33 +60,75 @@ enum Refusal {
 }
 
 impl MetadataService {
-    pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (label, response) = self.answer(request, peer, listener).await;
+        self.metrics
+            .request(label, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn answer<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> (&'static str, Response<Body>) {
         let caller = canonical(peer.ip());
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let route = match route(&method, &path, &self.settings.deny) {
             Ok(route) => route,
             Err(RouteError::BadPath) => {
                 debug!(%caller, path = %path.escape_debug(), "malformed path");
-                return responses::status_page(StatusCode::BAD_REQUEST);
+                self.metrics.deny("malformed-path");
+                return ("invalid", responses::status_page(StatusCode::BAD_REQUEST));
             }
             Err(RouteError::MethodNotAllowed) => {
-                return responses::status_page(StatusCode::METHOD_NOT_ALLOWED);
+                self.metrics.deny("method-not-allowed");
+                return (
+                    "invalid",
+                    responses::status_page(StatusCode::METHOD_NOT_ALLOWED),
+                );
             }
         };
+        let label = route.label();
         let headers = request.headers();
-        match route {
+        let response = match route {
             Route::Healthz => responses::json(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
+            Route::Metrics
+                if listener == Listener::Metrics || self.settings.metrics_on_app_port =>
+            {
+                self.metrics_page()
+            }
+            _ if listener == Listener::Metrics => responses::status_page(StatusCode::NOT_FOUND),
+            Route::Metrics => responses::status_page(StatusCode::NOT_FOUND),
             Route::DebugStore => self.debug_store(caller),
             Route::Token => self.issue_token(headers, caller),
             Route::VersionedToken => responses::status_page(StatusCode::FORBIDDEN),
-            _ => {
-                if let Err(status) = self.check_token(headers, caller) {
-                    return responses::status_page(status);
-                }
-                self.metadata(route, &method, &request, caller).await
-            }
-        }
+            _ => match self.check_token(headers, caller) {
+                Err(status) => responses::status_page(status),
+                Ok(()) => self.metadata(route, &method, &request, caller).await,
+            },
+        };
+        (label, response)
+    }
+
+    fn metrics_page(&self) -> Response<Body> {
+        self.metrics.pods_indexed.set(self.store.pod_count() as i64);
+        self.metrics
+            .cached_credentials
+            .set(self.cache.entry_count() as i64);
+        responses::with_type(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            self.metrics.encode().into(),
+        )
     }
 
     async fn metadata<B>(
@@ -101,6 +156,7 @@ impl MetadataService {
                 responses::status_page(StatusCode::NOT_FOUND)
             }
             Route::Denied => {
+                self.metrics.deny("deny-list");
                 info!(%caller, path = request.uri().path(), outcome = "denied", reason = "deny-list", "metadata path refused");
                 responses::status_page(StatusCode::FORBIDDEN)
             }
@@ -115,6 +171,7 @@ impl MetadataService {
         };
         let pod = &view.pod;
         if requested != target.role.name() {
+            self.metrics.deny("not-the-pods-role");
             info!(%caller, pod = %pod.key(), role = %target.role, requested, outcome = "denied",
                 reason = "not-the-pods-role", "credential decision");
             return responses::status_page(StatusCode::FORBIDDEN);
@@ -182,6 +239,7 @@ impl MetadataService {
             Err(_) => "-".to_string(),
         };
         info!(%caller, %pod, what, requested, outcome = "denied", reason, %detail, "credential decision");
+        self.metrics.deny(reason);
         let status = match refusal {
             Refusal::Role(
                 RoleError::NotAllowed { .. } | RoleError::InvalidNamespacePolicy { .. },
@@ -195,6 +253,7 @@ impl MetadataService {
         // A PUT that went through a proxy is refused, as the real service
         // does: tokens are for the workload that asks, not for relays.
         if headers.contains_key("x-forwarded-for") {
+            self.metrics.deny("forwarded-token-request");
             return responses::status_page(StatusCode::FORBIDDEN);
         }
         let ttl = match token::parse_ttl(headers.get(TTL_HEADER).map(HeaderValue::as_bytes)) {
@@ -221,10 +280,14 @@ impl MetadataService {
                     .validate(text, caller, self.clock.now())
                     .map_err(|error: TokenError| {
                         debug!(%caller, %error, "IMDSv2 token refused");
+                        self.metrics.deny("invalid-token");
                         StatusCode::UNAUTHORIZED
                     })
             }
-            None if self.settings.require_imdsv2 => Err(StatusCode::UNAUTHORIZED),
+            None if self.settings.require_imdsv2 => {
+                self.metrics.deny("imdsv2-required");
+                Err(StatusCode::UNAUTHORIZED)
+            }
             None => Ok(()),
         }
     }

@@ -25,6 +25,7 @@ pub enum Route<'a> {
     Healthz,
     Readyz,
     DebugStore,
+    Metrics,
     /// A path on the deny-list.
     Denied,
     /// Passed to the real metadata service.
@@ -41,6 +42,27 @@ pub enum RouteError {
 
 const MAX_PATH_LEN: usize = 1024;
 
+impl Route<'_> {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Token | Route::VersionedToken => "token",
+            Route::IamListing => "iam",
+            Route::IamInfo => "iam-info",
+            Route::RoleList => "role-list",
+            Route::RoleCredentials(_) => "credentials",
+            Route::ExtendedCredentials => "credentials-extended",
+            Route::IamOther => "iam-other",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::DebugStore => "debug-store",
+            Route::Metrics => "metrics",
+            Route::Denied => "denied",
+            Route::Proxy => "proxy",
+        }
+    }
+}
+
 /// Routes a request. `deny` holds path prefixes relative to the version
 /// segment (`user-data`, `meta-data/identity-credentials/`), matched on whole
 /// segments.
@@ -51,6 +73,7 @@ pub fn route<'a>(method: &Method, path: &'a str, deny: &[String]) -> Result<Rout
         "/healthz" => return only_get(method, Route::Healthz),
         "/readyz" => return only_get(method, Route::Readyz),
         "/debug/store" => return only_get(method, Route::DebugStore),
+        "/metrics" => return only_get(method, Route::Metrics),
         _ => {}
     }
     let segments: Vec<&str> = trimmed.split('/').skip(1).collect();

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use super::handler::MetadataService;
+use super::handler::{Listener, MetadataService};
 
 /// Slow clients get this long to send their request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +25,7 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Serves `listener` until `shutdown` completes, then drains connections.
 pub async fn serve(
     listener: TcpListener,
+    kind: Listener,
     service: Arc<MetadataService>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -52,7 +53,7 @@ pub async fn serve(
         let service = service.clone();
         let handler = service_fn(move |request: hyper::Request<Incoming>| {
             let service = service.clone();
-            async move { Ok::<_, std::convert::Infallible>(service.handle(request, peer).await) }
+            async move { Ok::<_, std::convert::Infallible>(service.handle(request, peer, kind).await) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), handler));
         tokio::spawn(async move {
@@ -61,7 +62,7 @@ pub async fn serve(
             }
         });
     }
-    info!("metadata server stopped accepting; draining connections");
+    info!(listener = ?kind, "server stopped accepting; draining connections");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()

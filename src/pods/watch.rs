@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::store::PodStore;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::KindLabels;
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -26,13 +28,20 @@ pub fn spawn_watchers(
     client: Client,
     node: Option<&str>,
     store: Arc<PodStore>,
+    metrics: Arc<Metrics>,
 ) -> Vec<JoinHandle<WatchError>> {
     let mut config = watcher::Config::default();
     if let Some(node) = node {
         config = config.fields(&format!("spec.nodeName={node}"));
     }
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config).default_backoff();
-    let mut tasks = vec![tokio::spawn(drive("pods", pods, store.clone(), PodSink))];
+    let mut tasks = vec![tokio::spawn(drive(
+        "pods",
+        pods,
+        store.clone(),
+        PodSink,
+        metrics.clone(),
+    ))];
     if store.watches_namespaces() {
         let namespaces =
             watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default())
@@ -42,6 +51,7 @@ pub fn spawn_watchers(
             namespaces,
             store,
             NamespaceSink,
+            metrics,
         )));
     }
     tasks
@@ -93,6 +103,7 @@ async fn drive<K, S>(
     events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
     store: Arc<PodStore>,
     sink: S,
+    metrics: Arc<Metrics>,
 ) -> WatchError
 where
     S: Sink<K>,
@@ -111,12 +122,17 @@ where
             }
             Ok(Event::InitDone) => {
                 let removed = sink.finish(&store);
+                metrics.relists.get_or_create(&KindLabels { kind }).inc();
                 info!(kind, listed, removed, "watch (re)listed");
             }
             Ok(Event::Apply(object)) => sink.apply(&store, &object),
             Ok(Event::Delete(object)) => sink.delete(&store, &object),
             Err(error) => {
                 warn!(kind, %error, "watch failed; retrying with backoff");
+                metrics
+                    .watch_restarts
+                    .get_or_create(&KindLabels { kind })
+                    .inc();
             }
         }
     }

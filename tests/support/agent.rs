@@ -24,6 +24,9 @@ impl Agent {
         let mut args = vec![
             "--host-ip=127.0.0.1".to_string(),
             format!("--app-port={port}"),
+            // kube2iam's default metrics port is a fixed 8181: keep metrics on
+            // the app port so parallel agents do not collide (tests override).
+            format!("--metrics-port={port}"),
             format!("--api-server={}", node.api.url()),
             format!("--node={}", super::NODE),
             format!("--metadata-addr={}", node.imds.addr),

@@ -66,7 +66,8 @@ fn setup(
         fail: false.into(),
         delay,
     });
-    let cache = CredentialCache::new(sts.clone(), settings(error_ttl), clock.clone());
+    let metrics = Arc::new(crate::telemetry::Metrics::new("test", "test"));
+    let cache = CredentialCache::new(sts.clone(), settings(error_ttl), clock.clone(), metrics);
     (clock, sts, cache)
 }
 

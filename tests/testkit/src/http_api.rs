@@ -364,7 +364,13 @@ fn as_table(value: &Value) -> Option<Value> {
     let pods = kind.starts_with("Pod");
     let column = |name: &str| json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0});
     let columns = if pods {
-        vec![column("Name"), column("Status"), column("IP"), column("Node"), column("Role")]
+        vec![
+            column("Name"),
+            column("Status"),
+            column("IP"),
+            column("Node"),
+            column("Role"),
+        ]
     } else {
         vec![column("Name"), column("Allowed roles")]
     };

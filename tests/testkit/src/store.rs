@@ -125,7 +125,8 @@ impl State {
         self.next_uid += 1;
         let meta = metadata_mut(&mut object);
         meta.entry("uid").or_insert(json!(uid));
-        meta.entry("creationTimestamp").or_insert(json!(now_rfc3339()));
+        meta.entry("creationTimestamp")
+            .or_insert(json!(now_rfc3339()));
         Ok(self.store(key, object, "ADDED"))
     }
 
@@ -263,7 +264,10 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "2026-01-01T00:00:00Z".to_string())
 }
 
