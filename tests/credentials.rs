@@ -346,12 +346,22 @@ async fn credentials_are_refreshed_before_they_expire() {
         .await;
     let path = format!("{CREDS}refresh-role");
     let first = agent.get("127.0.0.21", &path).await.json();
-    // Refresh is due 6 s after issue; the warmer does it without any request.
-    support::eventually("a background refresh", Duration::from_secs(15), || async {
-        (node.moto.assume_role_calls().len() >= 2).then_some(())
+    // Refresh is due 6 s after issue; the warmer does it without any request,
+    // while the first credentials still have 14 s left (the floor is 5 s).
+    let refreshed = std::time::Instant::now();
+    let second = support::eventually("refreshed credentials", Duration::from_secs(15), || async {
+        let current = agent.get("127.0.0.21", &path).await.json();
+        (current["AccessKeyId"] != first["AccessKeyId"]).then_some(current)
     })
     .await;
-    let second = agent.get("127.0.0.21", &path).await.json();
-    assert_ne!(first["AccessKeyId"], second["AccessKeyId"]);
+    assert!(
+        refreshed.elapsed() < Duration::from_secs(14),
+        "refreshed before the old ones neared expiry"
+    );
+    assert_eq!(
+        node.moto.assume_role_calls().len(),
+        2,
+        "one fetch, one refresh"
+    );
     assert!(second["Expiration"].as_str() > first["Expiration"].as_str());
 }

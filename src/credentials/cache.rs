@@ -212,7 +212,10 @@ impl CredentialCache {
         }
     }
 
-    pub fn entry_count(&self) -> u64 {
+    /// How many credential sets are cached (after moka's pending
+    /// housekeeping, so the figure is exact).
+    pub async fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
 

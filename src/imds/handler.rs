@@ -104,11 +104,11 @@ impl MetadataService {
             Route::Metrics
                 if listener == Listener::Metrics || self.settings.metrics_on_app_port =>
             {
-                self.metrics_page()
+                self.metrics_page().await
             }
             _ if listener == Listener::Metrics => responses::status_page(StatusCode::NOT_FOUND),
             Route::Metrics => responses::status_page(StatusCode::NOT_FOUND),
-            Route::DebugStore => self.debug_store(caller),
+            Route::DebugStore => self.debug_store(caller).await,
             Route::Token => self.issue_token(headers, caller),
             Route::VersionedToken => responses::status_page(StatusCode::FORBIDDEN),
             _ => match self.check_token(headers, caller) {
@@ -119,11 +119,11 @@ impl MetadataService {
         (label, response)
     }
 
-    fn metrics_page(&self) -> Response<Body> {
+    async fn metrics_page(&self) -> Response<Body> {
         self.metrics.pods_indexed.set(self.store.pod_count() as i64);
         self.metrics
             .cached_credentials
-            .set(self.cache.entry_count() as i64);
+            .set(self.cache.entry_count().await as i64);
         responses::with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -339,7 +339,7 @@ impl MetadataService {
 
     /// kube2iam's `/debug/store` shape. Only with `--debug`, and never to a
     /// pod: it maps every pod to its role.
-    fn debug_store(&self, caller: IpAddr) -> Response<Body> {
+    async fn debug_store(&self, caller: IpAddr) -> Response<Body> {
         if !self.settings.debug || self.store.lookup(caller).is_ok() {
             return responses::status_page(StatusCode::NOT_FOUND);
         }
@@ -368,7 +368,7 @@ impl MetadataService {
                 "namespaceByIP": namespace_by_ip,
                 "rolesByIP": roles_by_ip,
                 "rolesByNamespace": roles_by_namespace,
-                "cachedCredentials": self.cache.entry_count(),
+                "cachedCredentials": self.cache.entry_count().await,
                 "stsCalls": self.cache.sts_calls(),
             }),
         )
