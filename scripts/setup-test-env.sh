@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, idempotently:
 #  - Debian packages: nftables and iproute2 (node networking tests), curl;
-#  - a project-local Python venv (.venv) with moto (STS/IAM/S3), awscli, boto3.
+#  - a project-local Python venv (.venv) with moto (STS/IAM/S3), awscli, boto3,
+#    and kubernetes-validate (offline schema checks of the manifests).
 # kubectl and the Rust toolchain are expected on the machine already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +24,10 @@ fi
 command -v kubectl >/dev/null 2>&1 || { echo "setup: kubectl is required" >&2; exit 1; }
 
 venv=${IAMLET_TEST_VENV:-.venv}
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ]; then
-  echo "setup: creating $venv with moto, awscli and boto3"
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  echo "setup: creating $venv with moto, awscli, boto3 and kubernetes-validate"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'moto[server]==5.2.5' 'awscli==1.46.3' 'boto3==1.44.5' 'botocore==1.44.5'
+    'moto[server]==5.2.5' 'awscli==1.46.3' 'boto3==1.44.5' 'botocore==1.44.5' \
+    'kubernetes-validate==1.37.0'
 fi
