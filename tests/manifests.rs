@@ -2,6 +2,8 @@
 //! renders, validates offline against the Kubernetes schemas, asks for no
 //! more than it needs, and passes the binary's own flag validation.
 
+#![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
+
 mod support;
 
 use std::path::{Path, PathBuf};
