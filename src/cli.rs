@@ -306,3 +306,49 @@ pub const NO_EFFECT_FLAGS: &[(&str, &str)] = &[
         "the AWS SDK always uses the regional STS endpoint",
     ),
 ];
+
+/// The configuration reference (docs/configuration.md), generated from the
+/// flags themselves so that it cannot drift; a test keeps the file in sync.
+pub fn reference_markdown() -> String {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from `iamlet --help` by `tests/docs.rs` (run it with\n\
+         `IAMLET_UPDATE_DOCS=1` after changing a flag). Every flag can also be set\n\
+         from the environment variable shown. Boolean flags take `--flag`,\n\
+         `--flag=true` or `--flag=false`; durations take Go's forms (`15m`, `1h30m`,\n\
+         `500ms`, `0`). A flag given twice takes its last value.\n\n\
+         | flag | environment | default | meaning |\n|---|---|---|---|\n",
+    );
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if arg.is_hide_set() || matches!(long, "help" | "version") {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_default();
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = match defaults.join(",") {
+            empty if empty.is_empty() => "".to_string(),
+            value => format!("`{value}`"),
+        };
+        let help = arg
+            .get_help()
+            .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+            .unwrap_or_default();
+        out.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
+    }
+    out.push_str("\n## Subcommands\n\n");
+    for sub in command.get_subcommands() {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.push_str(&format!("- `iamlet {}`: {about}\n", sub.get_name()));
+    }
+    out
+}
