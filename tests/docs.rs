@@ -14,7 +14,12 @@ fn the_configuration_reference_matches_the_flags() {
         committed == generated,
         "docs/configuration.md is out of date: run `IAMLET_UPDATE_DOCS=1 cargo test --test docs`"
     );
-    for flag in ["--iam-role-session-ttl", "--host-interface", "--require-imdsv2", "--metrics-port"] {
+    for flag in [
+        "--iam-role-session-ttl",
+        "--host-interface",
+        "--require-imdsv2",
+        "--metrics-port",
+    ] {
         assert!(generated.contains(flag), "{flag}");
     }
 }
