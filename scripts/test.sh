@@ -8,6 +8,9 @@ scripts/setup-test-env.sh
 
 cargo fmt --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The test kit's servers run as processes in the network-namespace suite:
+# build every binary of the workspace (same profile as the tests).
+cargo build --locked --workspace
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast
 else

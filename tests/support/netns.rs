@@ -25,11 +25,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where cargo put iamlet and the testkit's binaries.
 fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_iamlet"))
+    Path::new(env!("CARGO_BIN_EXE_iamlet"))
         .parent()
         .unwrap()
-        .to_path_buf();
+        .to_path_buf()
+}
+
+fn check_tools() {
+    let dir = bin_dir();
     for tool in ["fake-apiserver", "fake-imds", "sdk-identity"] {
         assert!(
             dir.join(tool).exists(),
@@ -37,7 +42,6 @@ fn bin_dir() -> PathBuf {
             dir.display()
         );
     }
-    dir
 }
 
 fn check(output: &Output, what: &str) {
@@ -60,6 +64,7 @@ impl SimNode {
                 .unwrap_or(false),
             "the network-namespace suite needs root (ip netns, nft)"
         );
+        check_tools();
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let prefix = format!(
             "iml{}x{}",
