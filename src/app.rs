@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
 use crate::firewall::{self, FirewallError, Installed};
-use crate::imds::{Listener, MetadataService, Upstream, serve};
+use crate::imds::{Listener, MetadataService, RateLimiter, Upstream, serve};
 use crate::pods::{PodStore, spawn_watchers};
 use crate::roles::{BaseArn, Resolver};
 use crate::telemetry::Metrics;
@@ -120,6 +120,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         tokens: Default::default(),
         clock,
         metrics,
+        request_limit: RateLimiter::new(
+            config.service.pod_request_rate,
+            2.0 * config.service.pod_request_rate,
+        ),
+        proxy_limit: RateLimiter::new(
+            config.service.pod_proxy_rate,
+            2.0 * config.service.pod_proxy_rate,
+        ),
         settings: config.service.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -143,6 +143,25 @@ pub struct ServerArgs {
     )]
     pub metadata_deny: Vec<String>,
 
+    /// Requests per second one pod may make to the agent (bursts of twice that); 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_POD_REQUEST_RATE",
+        default_value = "100"
+    )]
+    pub pod_request_rate: u32,
+
+    /// Requests per second one pod may have passed to the real metadata service
+    /// (bursts of twice that); 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_POD_PROXY_RATE",
+        default_value = "20"
+    )]
+    pub pod_proxy_rate: u32,
+
     /// Refuse IMDSv1 requests from pods: every request needs an IMDSv2 session token.
     #[arg(long, global = true, env = "IAMLET_REQUIRE_IMDSV2", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]

@@ -233,6 +233,8 @@ impl Config {
                 lookup_wait: cli.kube.backoff_max_elapsed_time,
                 debug: cli.server.debug,
                 metrics_on_app_port: cli.server.metrics_port == cli.server.app_port,
+                pod_request_rate: f64::from(cli.server.pod_request_rate),
+                pod_proxy_rate: f64::from(cli.server.pod_proxy_rate),
                 deny: cli
                     .server
                     .metadata_deny

@@ -2,6 +2,7 @@
 //! answers and the proxy to the real metadata service.
 
 mod handler;
+mod limit;
 mod proxy;
 pub mod responses;
 pub mod routes;
@@ -9,5 +10,6 @@ mod server;
 pub mod token;
 
 pub use handler::{Listener, MetadataService, ServiceSettings};
+pub use limit::RateLimiter;
 pub use proxy::{ProxyError, Upstream};
 pub use server::serve;

@@ -14,6 +14,9 @@ use super::{CredentialKey, Credentials};
 use crate::clock::Clock;
 use crate::telemetry::Metrics;
 
+/// The shortest time an STS error is answered from memory.
+const MIN_ERROR_MEMORY: Duration = Duration::from_secs(1);
+
 /// Lifetimes, validated by [`crate::config`]: `min_remaining < refresh_before < session_duration`.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheSettings {
@@ -31,7 +34,7 @@ pub struct CacheSettings {
 pub struct CredentialCache {
     sts: Arc<dyn AssumeRole>,
     entries: Cache<CredentialKey, Arc<Credentials>>,
-    errors: Option<Cache<CredentialKey, StsError>>,
+    errors: Cache<CredentialKey, StsError>,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
     sts_calls: AtomicU64,
@@ -89,8 +92,12 @@ impl CredentialCache {
                 min_remaining: settings.min_remaining,
             })
             .build();
-        let errors = (!settings.error_ttl.is_zero())
-            .then(|| Cache::builder().time_to_live(settings.error_ttl).build());
+        // Even with --iam-role-error-ttl=0 an error is remembered for a
+        // second: pods retrying in a loop then make at most one STS call a
+        // second per role session between them, instead of one each.
+        let errors = Cache::builder()
+            .time_to_live(settings.error_ttl.max(MIN_ERROR_MEMORY))
+            .build();
         CredentialCache {
             sts,
             entries,
@@ -251,13 +258,11 @@ impl CredentialCache {
     }
 
     async fn remembered_error(&self, key: &CredentialKey) -> Option<StsError> {
-        self.errors.as_ref()?.get(key).await
+        self.errors.get(key).await
     }
 
     async fn remember_error(&self, key: &CredentialKey, error: &StsError) {
-        if let Some(errors) = &self.errors {
-            errors.insert(key.clone(), error.clone()).await;
-        }
+        self.errors.insert(key.clone(), error.clone()).await;
     }
 }
 

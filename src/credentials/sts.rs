@@ -9,6 +9,7 @@ use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::imds::region::ImdsRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use futures::future::BoxFuture;
 use thiserror::Error;
@@ -159,18 +160,28 @@ impl AssumeRole for AwsSts {
     }
 }
 
-fn classify<E, R>(error: SdkError<E, R>) -> StsError
+fn classify<E>(error: SdkError<E, HttpResponse>) -> StsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match &error {
         SdkError::ServiceError(service) => {
             let inner = service.err();
-            StsError::from_code(
-                inner.code().unwrap_or("Unknown"),
-                inner.message().unwrap_or("no message"),
-            )
+            let status = service.raw().status().as_u16();
+            match inner.code() {
+                Some(code) => StsError::from_code(code, inner.message().unwrap_or("no message")),
+                // No STS error document: a load balancer or proxy answered.
+                None if status >= 500 => StsError::new(
+                    StsErrorKind::Unavailable,
+                    format!("HTTP{status}"),
+                    format!("STS answered HTTP {status} without an error document"),
+                ),
+                None => StsError::new(
+                    StsErrorKind::Other,
+                    format!("HTTP{status}"),
+                    format!("STS answered HTTP {status} without an error document"),
+                ),
+            }
         }
         SdkError::TimeoutError(_) => StsError::new(
             StsErrorKind::Unavailable,

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::limit::RateLimiter;
 use super::proxy::{ProxyError, Upstream};
 use super::responses::{self, Body};
 use super::routes::{Route, RouteError, route};
@@ -38,6 +39,10 @@ pub struct ServiceSettings {
     pub deny: Vec<String>,
     /// Serve `/metrics` on the metadata listener (no separate metrics port).
     pub metrics_on_app_port: bool,
+    /// Requests per second a pod may make (burst twice that); 0: no limit.
+    pub pod_request_rate: f64,
+    /// Of those, requests per second passed to the real metadata service.
+    pub pod_proxy_rate: f64,
 }
 
 #[derive(Debug)]
@@ -50,6 +55,10 @@ pub struct MetadataService {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub settings: ServiceSettings,
+    /// Every request from a pod.
+    pub request_limit: RateLimiter,
+    /// Requests passed to the real metadata service.
+    pub proxy_limit: RateLimiter,
 }
 
 /// Why a pod gets no role, mapped to the status it sees.
@@ -109,6 +118,11 @@ impl MetadataService {
             _ if listener == Listener::Metrics => responses::status_page(StatusCode::NOT_FOUND),
             Route::Metrics => responses::status_page(StatusCode::NOT_FOUND),
             Route::DebugStore => self.debug_store(caller).await,
+            _ if !self.request_limit.allow(caller) => {
+                self.metrics.deny("rate-limited");
+                debug!(%caller, "request rate limit exceeded");
+                responses::status_page(StatusCode::TOO_MANY_REQUESTS)
+            }
             Route::Token => self.issue_token(headers, caller),
             Route::VersionedToken => responses::status_page(StatusCode::FORBIDDEN),
             _ => match self.check_token(headers, caller) {
@@ -299,6 +313,10 @@ impl MetadataService {
         caller: IpAddr,
     ) -> Response<Body> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        if !self.proxy_limit.allow(caller) {
+            self.metrics.deny("proxy-rate-limited");
+            return responses::status_page(StatusCode::TOO_MANY_REQUESTS);
+        }
         match self.upstream.get(method.clone(), path).await {
             Ok(upstream) => {
                 debug!(%caller, path, status = upstream.status.as_u16(), "proxied");

@@ -15,6 +15,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// What the recording proxy does with AssumeRole calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StsFault {
+    None,
+    /// 503 with no body, as an unreachable or overloaded endpoint.
+    Unavailable,
+    /// 400 with STS's `Throttling` error.
+    Throttle,
+}
+
 pub struct Moto {
     child: Child,
     /// moto itself.
@@ -24,6 +34,7 @@ pub struct Moto {
     calls: Arc<Mutex<Vec<String>>>,
     /// Extra latency the proxy adds to every STS call.
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    fault: Arc<Mutex<StsFault>>,
 }
 
 impl Moto {
@@ -52,13 +63,15 @@ impl Moto {
         .await;
         let calls = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let proxy = start_recorder(port, calls.clone(), delay_ms.clone()).await;
+        let fault = Arc::new(Mutex::new(StsFault::None));
+        let proxy = start_recorder(port, calls.clone(), delay_ms.clone(), fault.clone()).await;
         Moto {
             child,
             direct_url,
             url: format!("http://{proxy}"),
             calls,
             delay_ms,
+            fault,
         }
     }
 
@@ -71,6 +84,10 @@ impl Moto {
             .filter(|body| body.contains("Action=AssumeRole"))
             .cloned()
             .collect()
+    }
+
+    pub fn set_fault(&self, fault: StsFault) {
+        *self.fault.lock().unwrap() = fault;
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -88,72 +105,42 @@ impl Drop for Moto {
     }
 }
 
+/// The proxy's shared state.
+struct Recorder {
+    moto_port: u16,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    calls: Arc<Mutex<Vec<String>>>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    fault: Arc<Mutex<StsFault>>,
+}
+
 async fn start_recorder(
     moto_port: u16,
     calls: Arc<Mutex<Vec<String>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    fault: Arc<Mutex<StsFault>>,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("recorder port");
     let addr = listener.local_addr().expect("recorder address");
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let recorder = Arc::new(Recorder {
+        moto_port,
+        client: Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>(),
+        calls,
+        delay_ms,
+        fault,
+    });
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (client, calls, delay_ms) = (client.clone(), calls.clone(), delay_ms.clone());
+            let recorder = recorder.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (client, calls, delay_ms) =
-                        (client.clone(), calls.clone(), delay_ms.clone());
-                    async move {
-                        let (mut parts, body) = request.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        calls
-                            .lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&body).into_owned());
-                        let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
-                        if delay > 0 {
-                            tokio::time::sleep(Duration::from_millis(delay)).await;
-                        }
-                        let path = parts
-                            .uri
-                            .path_and_query()
-                            .map_or("/", |p| p.as_str())
-                            .to_string();
-                        parts.uri = format!("http://127.0.0.1:{moto_port}{path}")
-                            .parse()
-                            .expect("URI");
-                        let response = match client
-                            .request(hyper::Request::from_parts(parts, Full::new(body)))
-                            .await
-                        {
-                            Ok(response) => {
-                                let (parts, body) = response.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                hyper::Response::from_parts(parts, Full::new(body))
-                            }
-                            Err(_) => {
-                                let mut response = hyper::Response::new(Full::new(
-                                    Bytes::from_static(b"moto unreachable"),
-                                ));
-                                *response.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-                                response
-                            }
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
+                let service = service_fn(move |request| {
+                    let recorder = recorder.clone();
+                    async move { Ok::<_, Infallible>(recorder.answer(request).await) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -162,4 +149,78 @@ async fn start_recorder(
         }
     });
     addr
+}
+
+impl Recorder {
+    async fn answer(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let (mut parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let assume_role = text.contains("Action=AssumeRole");
+        self.calls.lock().unwrap().push(text);
+        let delay = self.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let fault = *self.fault.lock().unwrap();
+        if assume_role && fault != StsFault::None {
+            return fault_response(fault);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = format!("http://127.0.0.1:{}{path}", self.moto_port)
+            .parse()
+            .expect("URI");
+        match self
+            .client
+            .request(hyper::Request::from_parts(parts, Full::new(body)))
+            .await
+        {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                hyper::Response::from_parts(parts, Full::new(body))
+            }
+            Err(_) => status(hyper::StatusCode::BAD_GATEWAY, "moto unreachable"),
+        }
+    }
+}
+
+fn fault_response(fault: StsFault) -> hyper::Response<Full<Bytes>> {
+    match fault {
+        StsFault::Throttle => {
+            let mut response = status(
+                hyper::StatusCode::BAD_REQUEST,
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                 <Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>r</RequestId></ErrorResponse>",
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "text/xml".parse().unwrap());
+            response
+        }
+        StsFault::Unavailable | StsFault::None => {
+            status(hyper::StatusCode::SERVICE_UNAVAILABLE, "")
+        }
+    }
+}
+
+fn status(code: hyper::StatusCode, body: &'static str) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = code;
+    response
 }

@@ -135,7 +135,7 @@ async fn refresh_replaces_while_the_old_entry_keeps_serving() {
 }
 
 #[tokio::test]
-async fn errors_are_remembered_only_with_an_error_ttl() {
+async fn errors_are_remembered_for_the_error_ttl_and_at_least_a_second() {
     let (_, sts, cache) = setup(Duration::ZERO, Duration::ZERO);
     sts.fail.store(true, Ordering::SeqCst);
     let k = key("s");
@@ -143,9 +143,12 @@ async fn errors_are_remembered_only_with_an_error_ttl() {
     assert!(cache.get(&k).await.is_err());
     assert_eq!(
         sts.calls.load(Ordering::SeqCst),
-        2,
-        "no error TTL: every request asks again"
+        1,
+        "remembered for a second even without an error TTL"
     );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(cache.get(&k).await.is_err());
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 2, "then asked again");
 
     let (_, sts, cache) = setup(Duration::from_secs(60), Duration::ZERO);
     sts.fail.store(true, Ordering::SeqCst);

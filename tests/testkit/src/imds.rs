@@ -31,6 +31,7 @@ pub struct Seen {
 pub struct FakeImds {
     pub addr: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,16 +45,22 @@ impl FakeImds {
         let addr = listener.local_addr().expect("fake IMDS address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = seen.clone();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let recorded = recorded.clone();
+                let (recorded, delay) = (recorded.clone(), delay.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let recorded = recorded.clone();
-                        async move { Ok::<_, Infallible>(answer(&recorded, request)) }
+                        let (recorded, delay) = (recorded.clone(), delay.clone());
+                        async move {
+                            let ms = delay.load(std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            Ok::<_, Infallible>(answer(&recorded, request))
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -61,7 +68,25 @@ impl FakeImds {
                 });
             }
         });
-        FakeImds { addr, seen, task }
+        FakeImds {
+            addr,
+            seen,
+            delay_ms,
+            task,
+        }
+    }
+
+    /// Makes every answer wait this long (a slow metadata service).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Stops answering: the listener closes (a metadata service that is down).
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     pub fn seen(&self) -> Vec<Seen> {
