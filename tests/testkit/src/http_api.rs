@@ -112,6 +112,12 @@ fn route(
             ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
         }
         (&Method::GET, ["api", "v1"]) => ok(resource_list()),
+        // Test control: forget the history and cut the watches (410 on resume).
+        (&Method::POST, ["fake", "compact"]) => {
+            shared.state().compact();
+            shared.generation.send_modify(|g| *g += 1);
+            ok(json!({"compacted": true}))
+        }
         (_, ["api", "v1", "pods"]) => collection(shared, method, Kind::Pod, None, query, body),
         (_, ["api", "v1", "namespaces"]) => {
             collection(shared, method, Kind::Namespace, None, query, body)
