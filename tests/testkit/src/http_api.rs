@@ -224,7 +224,7 @@ fn collection(
                     "metadata.name: Required value",
                 ));
             }
-            let key = key(kind, namespace.unwrap_or("default"), &name);
+            let key = ObjectKey::new(kind, namespace.unwrap_or("default"), &name);
             let created = shared.state().create(key, object)?;
             Ok(Reply::Json(StatusCode::CREATED, created))
         }
@@ -245,7 +245,7 @@ fn object(
     content_type: &str,
     body: &Bytes,
 ) -> Result<Reply, ApiError> {
-    let key = key(kind, namespace, name);
+    let key = ObjectKey::new(kind, namespace, name);
     let value = match *method {
         Method::GET => shared.state().get(&key)?,
         Method::PUT => shared.state().update(key, parse_body(body)?)?,
@@ -442,18 +442,6 @@ fn resource_list() -> Value {
             resource("namespaces", "Namespace", false, &["ns"], &all),
         ],
     })
-}
-
-fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
-    ObjectKey {
-        kind,
-        namespace: if kind.namespaced() {
-            namespace.to_string()
-        } else {
-            String::new()
-        },
-        name: name.to_string(),
-    }
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {

@@ -146,20 +146,24 @@ impl ApiServer {
     ) -> Result<Value, ApiError> {
         self.shared
             .state()
-            .patch(key(kind, namespace, name), &patch)
+            .patch(ObjectKey::new(kind, namespace, name), &patch)
     }
 
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        self.shared.state().delete(&key(kind, namespace, name))
+        self.shared
+            .state()
+            .delete(&ObjectKey::new(kind, namespace, name))
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
-        self.shared.state().get(&key(kind, namespace, name))
+        self.shared
+            .state()
+            .get(&ObjectKey::new(kind, namespace, name))
     }
 
     fn upsert(&self, kind: Kind, namespace: &str, name: &str, object: Value) -> Value {
         let mut state = self.shared.state();
-        let key = key(kind, namespace, name);
+        let key = ObjectKey::new(kind, namespace, name);
         let result = if state.objects.contains_key(&key) {
             state.update(key, strip_version(object))
         } else {
@@ -176,18 +180,6 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
-    ObjectKey {
-        kind,
-        namespace: if kind.namespaced() {
-            namespace.to_string()
-        } else {
-            String::new()
-        },
-        name: name.to_string(),
     }
 }
 

@@ -41,6 +41,21 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+impl ObjectKey {
+    /// Cluster-scoped kinds have no namespace, whatever the caller passes.
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            kind,
+            namespace: if kind.namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StoredEvent {
     pub resource_version: u64,
