@@ -112,7 +112,7 @@ fn only_get<'a>(method: &Method, route: Route<'a>) -> Result<Route<'a>, RouteErr
 /// Refusing the rest means no encoding trick can reach a path the router
 /// did not see (`/latest/meta-data/iam/../iam/info`, `%2F`).
 fn check_path(path: &str) -> Result<(), RouteError> {
-    if !path.starts_with('/') || path.len() > MAX_PATH_LEN {
+    if !path.starts_with('/') || path.len() > MAX_PATH_LEN || path.contains("//") {
         return Err(RouteError::BadPath);
     }
     let plain = path
@@ -226,6 +226,8 @@ mod tests {
             "/latest/meta-data/iam/../iam/info",
             "/latest/meta-data/./iam/info",
             "/latest//user-data",
+            "//",
+            "/latest/meta-data//",
             "/latest/user%2Ddata",
             "/latest/meta-data/iam/security-credentials%2Freader",
             "/latest/meta\\data",
