@@ -87,14 +87,20 @@ in_pod p0 curl -sf "$CREDS/bench-role" >/dev/null
 wrk_run 32 3 0 "$CREDS/bench-role" >/dev/null   # warm-up
 iamlet_peak=$(wrk_run 32 10 0 "$CREDS/bench-role")
 peak_rps=$(field "$iamlet_peak" rps)
-# Half of iamlet's peak rate: 8 connections, each pausing between requests.
-half_delay=$(awk -v r="$peak_rps" 'BEGIN {d = 8 * 1000 / (r / 2); printf "%d", (d < 1 ? 1 : d)}')
-iamlet_half=$(wrk_run 8 10 "$half_delay" "$CREDS/bench-role")
+# Half of iamlet's peak rate: connections that each pause 1 ms between
+# requests; the count is calibrated so that the offered load is half the peak.
+half_connections=$(awk -v r="$peak_rps" 'BEGIN {printf "%d", r / 2 / 1000 + 1}')
+for _ in 1 2 3; do
+  got=$(field "$(wrk_run "$half_connections" 3 1 "$CREDS/bench-role")" rps)
+  half_connections=$(awk -v c="$half_connections" -v g="$got" -v r="$peak_rps" 'BEGIN {n = int(c * (r / 2) / g + 0.5); print (n < 1 ? 1 : n)}')
+done
+iamlet_half=$(wrk_run "$half_connections" 10 1 "$CREDS/bench-role")
 stop_agent   # the rule stays: the same DNAT now reaches nginx on the same port
 mkdir -p "$state/www/latest/meta-data/iam/security-credentials" "$state/nginx"
 cp "$state/creds.json" "$state/www/latest/meta-data/iam/security-credentials/bench-role"
 cat >"$state/nginx.conf" <<NGINX
 worker_processes 1;
+user root;
 pid $state/nginx/nginx.pid;
 error_log $state/nginx/error.log;
 events { worker_connections 1024; }
@@ -106,24 +112,25 @@ http {
   server { listen 10.77.0.1:8181; root $state/www; }
 }
 NGINX
-in_node taskset -c 1 nginx -c "$state/nginx.conf" -g 'daemon off;' &
+# Started directly, not through a shell function, so that $! is nginx's PID.
+ip netns exec $NODE taskset -c 1 nginx -c "$state/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 sleep 0.5
 wrk_run 32 3 0 "$CREDS/bench-role" >/dev/null
 nginx_peak=$(wrk_run 32 10 0 "$CREDS/bench-role")
-nginx_half=$(wrk_run 8 10 "$half_delay" "$CREDS/bench-role")
+nginx_half=$(wrk_run "$half_connections" 10 1 "$CREDS/bench-role")
 kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true; nginx_pid=
 report ""
 report "## 1. Cached credentials, closed loop (wrk -c32, 10 s), server on 1 core"
 report "iamlet: $iamlet_peak"
 report "nginx:  $nginx_peak (same bytes, same DNAT rule)"
 report "ratio iamlet/nginx throughput: $(awk -v a="$peak_rps" -v b="$(field "$nginx_peak" rps)" 'BEGIN {printf "%.2f", a/b}')"
-report "at half of iamlet's peak (8 connections, ${half_delay} ms pause each):"
+report "at half of iamlet's peak ($half_connections connections, 1 ms pause each):"
 report "iamlet: $iamlet_half"
 report "nginx:  $nginx_half"
 
 # 2. A pod's first request after it appears, STS 200 ms slower.
-in_node "$venv/bin/python" benches/delay_proxy.py 10.77.0.1 5001 10.77.0.1 5000 200 &
+ip netns exec $NODE "$venv/bin/python" benches/delay_proxy.py 10.77.0.1 5001 10.77.0.1 5000 200 &
 proxy_pid=$!
 sleep 0.3
 start_agent http://10.77.0.1:5001

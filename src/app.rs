@@ -56,11 +56,6 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     for (flag, why) in &config.no_effect {
         info!(flag = %flag, why, "flag accepted for kube2iam compatibility; it has no effect in iamlet");
     }
-    if config.iptables {
-        warn!(
-            "--iptables: this build does not install rules; pods must reach the agent some other way"
-        );
-    }
     if config.cache.min_remaining < Duration::from_secs(15 * 60) {
         warn!(
             session_ttl_s = config.cache.session_duration.as_secs(),
