@@ -8,7 +8,7 @@
 #
 # Layout (names prefixed by $(cat STATE_DIR/prefix)):
 #   <prefix>-node : lo with 127.0.0.1 and 169.254.169.254 (fake upstream IMDS :80),
-#                   br0 10.77.0.1/24 (the pod-side interface), moto on 10.77.0.1:5000,
+#                   br0 10.77.0.1/16 (the pod-side interface), moto on 10.77.0.1:5000,
 #                   the test API server on 127.0.0.1:6443
 #   <prefix>-<pod>: eth0 with the pod's IP, default route via 10.77.0.1
 # Environment: IAMLET_BIN_DIR (iamlet, fake-apiserver, fake-imds), IAMLET_TEST_VENV.
@@ -53,7 +53,7 @@ up() {
   ip -n "$ns" link set lo up
   ip -n "$ns" addr add 169.254.169.254/32 dev lo
   ip -n "$ns" link add br0 type bridge
-  ip -n "$ns" addr add "$NODE_IP/24" dev br0
+  ip -n "$ns" addr add "$NODE_IP/16" dev br0
   ip -n "$ns" link set br0 up
 
   start_in_node fake-imds "$bin_dir/fake-imds" --listen 169.254.169.254:80
@@ -75,7 +75,7 @@ pod_add() {
   ip -n "$(node_ns)" link add "vh$index" type veth peer name eth0 netns "$ns"
   ip -n "$(node_ns)" link set "vh$index" master br0 up
   ip -n "$ns" link set lo up
-  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" addr add "$ip/16" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" route add default via "$NODE_IP"
 }
