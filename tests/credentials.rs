@@ -30,6 +30,30 @@ async fn awscli_in_a_pod_gets_the_pods_role() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awscli_falls_back_to_imdsv1_when_a_proxy_breaks_the_token_request() {
+    // kube2iam #241: an HTTP proxy adding X-Forwarded-For makes the IMDSv2
+    // PUT fail (403, as on EC2); botocore then falls back to IMDSv1.
+    let node = Node::start().await;
+    node.add_pod("default", "proxied", "127.0.0.22", Some("fallback-role"));
+    let agent = node.agent(&[]).await;
+    let relay = PodRelay::start_forwarding("127.0.0.22", agent.addr).await;
+    let arn = awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect("IMDSv1 fallback");
+    assert!(arn.contains("assumed-role/fallback-role/"), "{arn}");
+    let metrics = agent.get("127.0.0.1", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"iamlet_denied_requests_total{reason="forwarded-token-request"} 1"#),
+        "the token request was refused first: {metrics}"
+    );
+    // With IMDSv2 required there is no fallback: the pod gets nothing.
+    drop(agent);
+    let strict = node.agent(&["--require-imdsv2"]).await;
+    let relay = PodRelay::start_forwarding("127.0.0.22", strict.addr).await;
+    let error =
+        awscli_identity(&relay.endpoint(), &node.moto.direct_url).expect_err("no v1 fallback");
+    assert!(error.contains("Unable to locate credentials"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_config_imds_provider_in_a_pod_gets_the_pods_role() {
     let node = Node::start().await;
     node.add_pod(

@@ -14,6 +14,16 @@ pub struct PodRelay {
 
 impl PodRelay {
     pub async fn start(pod_ip: &str, agent: SocketAddr) -> PodRelay {
+        Self::start_with(pod_ip, agent, false).await
+    }
+
+    /// Like [`PodRelay::start`], but the relay behaves like an HTTP proxy in
+    /// the pod's path: it adds `X-Forwarded-For` to every request it carries.
+    pub async fn start_forwarding(pod_ip: &str, agent: SocketAddr) -> PodRelay {
+        Self::start_with(pod_ip, agent, true).await
+    }
+
+    async fn start_with(pod_ip: &str, agent: SocketAddr, add_forwarded_for: bool) -> PodRelay {
         let pod_ip: IpAddr = pod_ip.parse().expect("pod IP");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay port");
         let addr = listener.local_addr().expect("relay address");
@@ -23,7 +33,12 @@ impl PodRelay {
                     continue;
                 };
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = connect_from(pod_ip, agent).await {
+                    let Ok(mut outbound) = connect_from(pod_ip, agent).await else {
+                        return;
+                    };
+                    if add_forwarded_for {
+                        let _ = relay_adding_forwarded_for(inbound, outbound).await;
+                    } else {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -42,6 +57,44 @@ impl Drop for PodRelay {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies both ways, inserting a header after the request line of each
+/// request the client sends (each arrives in one read: clients here send a
+/// request at a time, without bodies).
+async fn relay_adding_forwarded_for(
+    inbound: TcpStream,
+    outbound: TcpStream,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut agent_read, mut agent_write) = outbound.into_split();
+    let upstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = client_read.read(&mut buffer).await?;
+            if n == 0 {
+                return agent_write.shutdown().await;
+            }
+            let chunk = &buffer[..n];
+            match chunk.windows(2).position(|w| w == b"\r\n") {
+                Some(end) if chunk.starts_with(b"GET ") || chunk.starts_with(b"PUT ") => {
+                    agent_write.write_all(&chunk[..end + 2]).await?;
+                    agent_write
+                        .write_all(b"X-Forwarded-For: 198.51.100.7\r\n")
+                        .await?;
+                    agent_write.write_all(&chunk[end + 2..]).await?;
+                }
+                _ => agent_write.write_all(chunk).await?,
+            }
+        }
+    };
+    let downstream = async move {
+        tokio::io::copy(&mut agent_read, &mut client_write)
+            .await
+            .map(drop)
+    };
+    tokio::try_join!(upstream, downstream).map(drop)
 }
 
 /// A TCP connection from `source` (a 127.0.0.x address) to `target`.
