@@ -76,7 +76,7 @@ percentile() {  # percentile P < numbers
   sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p/100)+0.999); if (i<1) i=1; print a[i]}'
 }
 
-report "# iamlet benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, iamlet $($bin --version)"
+report "# iamlet benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $($bin --version)"
 CREDS=http://169.254.169.254/latest/meta-data/iam/security-credentials
 
 # 1. Cached-credential throughput and latency, against nginx.
@@ -209,7 +209,11 @@ stop_agent
 t0=$(now_ns)
 start_agent http://10.77.0.1:5000
 ready_ms=$(( ($(now_ns) - t0) / 1000000 ))
-sleep 5
+# Let the restart's prefetch of 1,000 sessions finish before measuring.
+prev=-1
+until cur=$(metric 'iamlet_credential_prefetches_total{result="success"}'); [ "$cur" = "$prev" ]; do
+  prev=$cur; sleep 2
+done
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
 idle_before=$(cpu_ticks); sleep 5; idle_after=$(cpu_ticks)
 cpu_before=$(cpu_ticks)
