@@ -50,6 +50,15 @@ pub enum RoleSource {
     Default,
 }
 
+impl RoleSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            RoleSource::Annotation => "annotation",
+            RoleSource::Default => "default-role",
+        }
+    }
+}
+
 /// What to ask STS for on a pod's behalf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AssumeTarget {
@@ -80,10 +89,6 @@ impl Resolver {
             default_role,
             restrictions,
         })
-    }
-
-    pub fn base(&self) -> Option<&BaseArn> {
-        self.base.as_ref()
     }
 
     pub fn restrictions(&self) -> Option<PolicyFormat> {

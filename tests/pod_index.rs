@@ -7,9 +7,39 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Kind, NODE, Node, pod};
+use support::{Agent, Kind, NODE, Node, pod};
 
 const CREDS: &str = "/latest/meta-data/iam/security-credentials/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_the_initial_list_wait_instead_of_failing() {
+    let node = Node::start().await;
+    node.add_pod("default", "early", "127.0.1.40", Some("early-role"));
+    // The API server is down when the agent starts: it answers, but is not ready.
+    node.api.stop();
+    let agent = Agent::start_unready(&node, &["--backoff-max-elapsed-time=300ms"]).await;
+    assert_eq!(agent.get("127.0.0.1", "/healthz").await.status, 200);
+    assert_eq!(agent.get("127.0.0.1", "/readyz").await.status, 503);
+    let started = Instant::now();
+    assert_eq!(agent.get("127.0.1.40", CREDS).await.status, 404);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the request waited for the index"
+    );
+    assert!(agent.logs().contains("index-not-ready"), "{}", agent.logs());
+    drop(agent);
+
+    // A request that arrives before the list is in is answered once it is.
+    let agent = Agent::start_unready(&node, &["--backoff-max-elapsed-time=10s"]).await;
+    let request = agent.get("127.0.1.40", CREDS);
+    let list_later = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        node.api.restart().await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(request, list_later);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "early-role"));
+    assert_eq!(agent.get("127.0.0.1", "/readyz").await.status, 200);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_ip_belongs_to_the_new_pod() {
@@ -219,6 +249,11 @@ async fn namespace_restrictions_apply_to_annotated_and_default_roles() {
             .await
             .status,
         200
+    );
+    assert!(
+        agent.logs().contains(r#"role_source="default-role""#),
+        "{}",
+        agent.logs()
     );
 }
 

@@ -3,7 +3,6 @@
 //! for one key coalesced into a single STS call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -37,7 +36,6 @@ pub struct CredentialCache {
     errors: Cache<CredentialKey, StsError>,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
-    sts_calls: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -104,22 +102,12 @@ impl CredentialCache {
             errors,
             settings,
             clock,
-            sts_calls: AtomicU64::new(0),
             metrics,
         }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    pub fn settings(&self) -> &CacheSettings {
-        &self.settings
-    }
-
-    /// How many AssumeRole calls this cache has made.
-    pub fn sts_calls(&self) -> u64 {
-        self.sts_calls.load(Ordering::Relaxed)
     }
 
     /// Servable credentials for `key`: from the cache, or from one STS call
@@ -184,16 +172,6 @@ impl CredentialCache {
         }
     }
 
-    /// Whether credentials for `key` are missing or due for a refresh.
-    pub async fn needs_refresh(&self, key: &CredentialKey) -> bool {
-        match self.peek(key).await {
-            Some(credentials) => {
-                credentials.remaining(self.clock.now()) <= self.settings.refresh_before
-            }
-            None => true,
-        }
-    }
-
     /// When the warmer should next look at `key`: the moment its credentials
     /// enter the refresh window, `None` when they are missing.
     pub async fn refresh_due_in(&self, key: &CredentialKey) -> Option<Duration> {
@@ -234,7 +212,6 @@ impl CredentialCache {
     }
 
     async fn fetch(&self, key: &CredentialKey) -> Result<Credentials, StsError> {
-        self.sts_calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self
             .sts

@@ -17,7 +17,7 @@ use super::routes::{Route, RouteError, route};
 use super::token::{self, TOKEN_HEADER, TTL_HEADER, TokenError, TokenIssuer};
 use crate::clock::Clock;
 use crate::credentials::{CredentialCache, CredentialKey, StsErrorKind};
-use crate::pods::{LookupError, PodStore, PodView};
+use crate::pods::{LookupError, PodKey, PodStore, PodView};
 use crate::roles::{AssumeTarget, Resolver, RoleError};
 use crate::telemetry::Metrics;
 
@@ -61,11 +61,12 @@ pub struct MetadataService {
     pub proxy_limit: RateLimiter,
 }
 
-/// Why a pod gets no role, mapped to the status it sees.
+/// Why a caller gets no role, mapped to the status it sees. The pod is
+/// known for every refusal but a failed lookup.
 enum Refusal {
     Lookup(LookupError),
-    Role(RoleError),
-    NoRole,
+    Role(PodKey, RoleError),
+    NoRole(PodKey),
 }
 
 impl MetadataService {
@@ -194,7 +195,8 @@ impl MetadataService {
         match self.cache.get(&key).await {
             Ok(credentials) => {
                 info!(%caller, pod = %pod.key(), role = %target.role, session = %key.session_name,
-                    access_key_id = %credentials.access_key_id, outcome = "granted", "credential decision");
+                    access_key_id = %credentials.access_key_id, role_source = target.source.label(),
+                    outcome = "granted", "credential decision");
                 responses::credentials(&credentials)
             }
             Err(error) => {
@@ -228,8 +230,8 @@ impl MetadataService {
             .map_err(Refusal::Lookup)?;
         match self.resolver.resolve(&view.pod, view.policy.as_deref()) {
             Ok(Some(target)) => Ok((view, target)),
-            Ok(None) => Err(Refusal::NoRole),
-            Err(error) => Err(Refusal::Role(error)),
+            Ok(None) => Err(Refusal::NoRole(view.pod.key())),
+            Err(error) => Err(Refusal::Role(view.pod.key(), error)),
         }
     }
 
@@ -240,22 +242,20 @@ impl MetadataService {
         requested: Option<&str>,
         refusal: Refusal,
     ) -> Response<Body> {
-        let (reason, detail) = match &refusal {
-            Refusal::Lookup(error) => (error.reason(), error.to_string()),
-            Refusal::Role(error) => (error.reason(), error.to_string()),
-            Refusal::NoRole => (
+        let (pod, reason, detail) = match &refusal {
+            Refusal::Lookup(error) => ("-".to_string(), error.reason(), error.to_string()),
+            Refusal::Role(pod, error) => (pod.to_string(), error.reason(), error.to_string()),
+            Refusal::NoRole(pod) => (
+                pod.to_string(),
                 "no-role",
                 "pod has no role annotation and there is no default role".to_string(),
             ),
-        };
-        let pod = match self.store.lookup(caller) {
-            Ok(view) => view.pod.key().to_string(),
-            Err(_) => "-".to_string(),
         };
         info!(%caller, %pod, what, requested, outcome = "denied", reason, %detail, "credential decision");
         self.metrics.deny(reason);
         let status = match refusal {
             Refusal::Role(
+                _,
                 RoleError::NotAllowed { .. } | RoleError::InvalidNamespacePolicy { .. },
             ) => StatusCode::FORBIDDEN,
             _ => StatusCode::NOT_FOUND,
@@ -387,7 +387,6 @@ impl MetadataService {
                 "rolesByIP": roles_by_ip,
                 "rolesByNamespace": roles_by_namespace,
                 "cachedCredentials": self.cache.entry_count().await,
-                "stsCalls": self.cache.sts_calls(),
             }),
         )
     }

@@ -170,15 +170,10 @@ impl PodStore {
 
     /// Completes a (re)list: pods it did not deliver are gone.
     pub fn finish_pod_relist(&self) -> usize {
-        let removed = {
-            let mut state = self.write();
-            let removed = state.pods.finish_relist();
+        self.finish_relist(|state| {
             state.pods_synced = true;
-            Self::update_ready(&mut state, self.policy_format.is_some());
-            removed
-        };
-        self.bump_if(true);
-        removed
+            state.pods.finish_relist()
+        })
     }
 
     pub fn apply_namespace(&self, namespace: &Namespace) {
@@ -209,19 +204,24 @@ impl PodStore {
     }
 
     pub fn finish_namespace_relist(&self) -> usize {
+        self.finish_relist(|state| {
+            state.namespaces_synced = true;
+            state.namespaces.finish_relist()
+        })
+    }
+
+    /// Completes one kind's relist, then updates readiness: ready once pods
+    /// (and, with restrictions, namespaces) have been listed; it stays so.
+    fn finish_relist(&self, finish: impl FnOnce(&mut State) -> usize) -> usize {
         let removed = {
             let mut state = self.write();
-            let removed = state.namespaces.finish_relist();
-            state.namespaces_synced = true;
-            Self::update_ready(&mut state, self.policy_format.is_some());
+            let removed = finish(&mut state);
+            let needs_namespaces = self.policy_format.is_some();
+            state.ready |= state.pods_synced && (state.namespaces_synced || !needs_namespaces);
             removed
         };
         self.bump_if(true);
         removed
-    }
-
-    fn update_ready(state: &mut State, needs_namespaces: bool) {
-        state.ready |= state.pods_synced && (state.namespaces_synced || !needs_namespaces);
     }
 
     fn view(state: &State, pod: Arc<PodInfo>) -> PodView {

@@ -16,7 +16,21 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Starts the agent and waits until it is ready (pods listed).
     pub async fn start(node: &Node, extra: &[&str]) -> Agent {
+        let mut agent = Self::spawn(node, extra);
+        agent.wait_for("/readyz").await;
+        agent
+    }
+
+    /// Starts the agent and waits only until it answers (`/healthz`).
+    pub async fn start_unready(node: &Node, extra: &[&str]) -> Agent {
+        let mut agent = Self::spawn(node, extra);
+        agent.wait_for("/healthz").await;
+        agent
+    }
+
+    fn spawn(node: &Node, extra: &[&str]) -> Agent {
         let port = super::free_port();
         let addr = super::socket("127.0.0.1", port);
         let dir = tempfile::tempdir().expect("agent temp dir");
@@ -49,17 +63,15 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("agent log"))
             .spawn()
             .expect("start iamlet");
-        let mut agent = Agent {
+        Agent {
             child,
             addr,
             log,
             _dir: dir,
-        };
-        agent.wait_ready().await;
-        agent
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_for(&mut self, path: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -68,7 +80,7 @@ impl Agent {
                     self.logs()
                 );
             }
-            if let Ok(reply) = http_request("127.0.0.1", self.addr, "GET", "/readyz", &[]).await
+            if let Ok(reply) = http_request("127.0.0.1", self.addr, "GET", path, &[]).await
                 && reply.status == 200
             {
                 return;
