@@ -16,6 +16,8 @@ pub struct BaseArn(String);
 
 const MAX_ARN_LEN: usize = 2048;
 const MAX_ROLE_NAME_LEN: usize = 64;
+/// IAM paths (`/` plus segments plus `/`) are at most 512 characters.
+const MAX_PATH_LEN: usize = 512;
 
 impl RoleArn {
     pub fn parse(text: &str) -> Result<Self, RoleError> {
@@ -47,6 +49,12 @@ impl RoleArn {
     /// The 12-digit account the role belongs to.
     pub fn account(&self) -> &str {
         self.0.split(':').nth(4).unwrap_or_default()
+    }
+
+    /// The path and name after `role/`, relative to `base` when the role
+    /// lies under it (same partition, account and path prefix), else `None`.
+    pub fn relative_to(&self, base: &BaseArn) -> Option<&str> {
+        self.0.strip_prefix(base.as_str())
     }
 
     /// The ARN an instance profile wrapping this role would have; what
@@ -97,9 +105,10 @@ impl BaseArn {
         &self.0
     }
 
-    /// Joins a role name (optionally with a path) to the base.
+    /// Joins a role name (optionally with a path) to the base. The name is
+    /// taken as written: a leading `/` is an empty path segment and refused.
     pub fn join(&self, name: &str) -> Result<RoleArn, RoleError> {
-        RoleArn::parse(&format!("{}{}", self.0, name.trim_start_matches('/')))
+        RoleArn::parse(&format!("{}{}", self.0, name))
     }
 }
 
@@ -138,6 +147,12 @@ fn parse_iam_prefix(text: &str) -> Result<&str, String> {
 fn validate_role_path(path_and_name: &str) -> Result<(), String> {
     let mut segments: Vec<&str> = path_and_name.split('/').collect();
     let name = segments.pop().unwrap_or_default();
+    let path_len = path_and_name.len() - name.len() + 1;
+    if path_len > MAX_PATH_LEN {
+        return Err(format!(
+            "the role's path is longer than {MAX_PATH_LEN} characters"
+        ));
+    }
     for segment in segments {
         validate_segment(segment)?;
     }
@@ -148,10 +163,18 @@ fn validate_role_path(path_and_name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// IAM names and path segments: `[\w+=,.@-]+`.
+/// IAM names and path segments: `[\w+=,.@-]+`, and never `.` or `..`:
+/// IAM would accept them as names, but a path that reads like a relative
+/// one is never what an annotation author meant, and it would make prefix
+/// matching in allow-lists ambiguous.
 fn validate_segment(segment: &str) -> Result<(), String> {
     if segment.is_empty() {
         return Err("empty role name or path segment".into());
+    }
+    if segment == "." || segment == ".." {
+        return Err(format!(
+            "{segment:?} is not allowed as a role name or path segment"
+        ));
     }
     match segment.chars().find(|c| !is_iam_name_char(*c)) {
         Some(c) => Err(format!("character {c:?} is not allowed in {segment:?}")),
@@ -192,11 +215,18 @@ mod tests {
             "arn:aws:iam::123456789012:role/a b",
             "arn:aws:iam::123456789012:role/a//b",
             "arn:evil:iam::123456789012:role/x",
+            "arn:aws:iam::123456789012:role/./x",
+            "arn:aws:iam::123456789012:role/../x",
+            "arn:aws:iam::123456789012:role/a/..",
+            "arn:aws:iam::123456789012:role/team/",
+            "arn:aws:iam::123456789012:role/a\u{301}",
         ] {
             assert!(RoleArn::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let long = format!("arn:aws:iam::123456789012:role/{}", "a".repeat(65));
         assert!(RoleArn::parse(&long).is_err());
+        let long_path = format!("arn:aws:iam::123456789012:role/{}/x", "p/".repeat(256));
+        assert!(RoleArn::parse(&long_path).is_err());
     }
 
     #[test]
@@ -213,8 +243,32 @@ mod tests {
             "arn:aws:iam::123456789012:role/team/reader"
         );
         assert!(base.join("bad name").is_err());
+        assert!(
+            base.join("/reader").is_err(),
+            "a leading / is an empty segment"
+        );
+        assert!(base.join("../admin").is_err());
+        assert!(base.join("team//reader").is_err());
         assert!(BaseArn::parse("arn:aws:iam::123456789012:user/").is_err());
         assert!(BaseArn::parse("123456789012").is_err());
+    }
+
+    #[test]
+    fn relative_names_only_under_the_same_base() {
+        let base = BaseArn::parse("arn:aws:iam::123456789012:role/team/").unwrap();
+        let arn = |text: &str| RoleArn::parse(text).unwrap();
+        assert_eq!(
+            arn("arn:aws:iam::123456789012:role/team/app").relative_to(&base),
+            Some("app")
+        );
+        for other in [
+            "arn:aws:iam::999999999999:role/team/app",
+            "arn:aws-cn:iam::123456789012:role/team/app",
+            "arn:aws:iam::123456789012:role/app",
+            "arn:aws:iam::123456789012:role/teamx/app",
+        ] {
+            assert_eq!(arn(other).relative_to(&base), None, "{other}");
+        }
     }
 
     #[test]

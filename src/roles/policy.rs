@@ -10,6 +10,8 @@ use super::arn::{BaseArn, RoleArn};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyFormat {
     /// Shell globs (`*`, `?`, `[a-z]`), matched against the whole string.
+    /// `*` and `?` stop at `/`, so `app-*` never admits `app-team/admin`;
+    /// `team/**` admits every role under the `team/` path.
     Glob,
     /// Regular expressions, always anchored at both ends (kube2iam's were not).
     Regexp,
@@ -26,8 +28,9 @@ pub enum NamespacePolicy {
 #[derive(Clone, Debug)]
 pub struct Pattern {
     source: String,
-    /// Patterns starting with `arn:` match the full role ARN; others match the
-    /// role's name relative to the base ARN.
+    /// Patterns starting with `arn:` match the full role ARN; others match
+    /// the role's path and name relative to the base ARN, and only roles
+    /// under the base ARN (same partition, account and path prefix).
     matches_full_arn: bool,
     matcher: Matcher,
 }
@@ -63,19 +66,20 @@ impl NamespacePolicy {
         NamespacePolicy::Allows(patterns)
     }
 
-    /// Whether a pod in this namespace may assume `role`.
+    /// Whether a pod in this namespace may assume `role`. `base` is
+    /// `--base-role-arn`: without it, relative entries match nothing.
     pub fn allows(&self, role: &RoleArn, base: Option<&BaseArn>) -> bool {
         match self {
             NamespacePolicy::Invalid(_) => false,
             NamespacePolicy::Allows(patterns) => {
-                let relative = relative_name(role, base);
+                let relative = base.and_then(|base| role.relative_to(base));
                 patterns.iter().any(|pattern| {
                     let subject = if pattern.matches_full_arn {
-                        role.as_str()
+                        Some(role.as_str())
                     } else {
                         relative
                     };
-                    pattern.is_match(subject)
+                    subject.is_some_and(|subject| pattern.is_match(subject))
                 })
             }
         }
@@ -100,7 +104,8 @@ impl Pattern {
         let matcher = match format {
             PolicyFormat::Glob => Matcher::Glob(
                 GlobBuilder::new(source)
-                    .literal_separator(false)
+                    .literal_separator(true)
+                    .backslash_escape(true)
                     .build()
                     .map_err(|e| e.to_string())?
                     .compile_matcher(),
@@ -123,16 +128,6 @@ impl Pattern {
             Matcher::Regexp(regex) => regex.is_match(subject),
         }
     }
-}
-
-/// The role relative to the base ARN (what a pod would write in its
-/// annotation), or the path and name after `role/` for roles outside it.
-fn relative_name<'a>(role: &'a RoleArn, base: Option<&BaseArn>) -> &'a str {
-    let arn = role.as_str();
-    if let Some(rest) = base.and_then(|b| arn.strip_prefix(b.as_str())) {
-        return rest;
-    }
-    arn.split_once(":role/").map_or(arn, |(_, rest)| rest)
 }
 
 #[cfg(test)]
@@ -193,5 +188,85 @@ mod tests {
         let policy = NamespacePolicy::parse(Some(r#"["ok", "("]"#), PolicyFormat::Regexp);
         assert!(matches!(policy, NamespacePolicy::Invalid(_)));
         assert!(!policy.allows(&role("ok"), Some(&base())));
+    }
+
+    fn arn(text: &str) -> RoleArn {
+        RoleArn::parse(text).unwrap()
+    }
+
+    #[test]
+    fn relative_entries_admit_only_roles_under_the_base() {
+        // Found by an attack: relative entries matched whatever followed
+        // `:role/`, whatever the account or partition.
+        for format in [PolicyFormat::Glob, PolicyFormat::Regexp] {
+            let entries = match format {
+                PolicyFormat::Glob => r#"["app-*", "s3-reader"]"#,
+                PolicyFormat::Regexp => r#"["app-.*", "s3-reader"]"#,
+            };
+            let policy = NamespacePolicy::parse(Some(entries), format);
+            assert!(policy.allows(&role("app-admin"), Some(&base())));
+            assert!(policy.allows(&role("s3-reader"), Some(&base())));
+            for other in [
+                "arn:aws:iam::999999999999:role/app-admin",
+                "arn:aws-cn:iam::123456789012:role/app-admin",
+                "arn:aws-us-gov:iam::123456789012:role/s3-reader",
+                "arn:aws:iam::999999999999:role/s3-reader",
+            ] {
+                assert!(
+                    !policy.allows(&arn(other), Some(&base())),
+                    "{format:?} {other}"
+                );
+            }
+            assert!(
+                !policy.allows(&role("s3-reader"), None),
+                "without a base ARN relative entries match nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_entries_respect_the_base_path() {
+        let team = BaseArn::parse("arn:aws:iam::123456789012:role/team/").unwrap();
+        let policy = NamespacePolicy::parse(Some(r#"["app-*"]"#), PolicyFormat::Glob);
+        assert!(policy.allows(&role("team/app-x"), Some(&team)));
+        assert!(!policy.allows(&role("app-x"), Some(&team)));
+        assert!(!policy.allows(&role("other/app-x"), Some(&team)));
+    }
+
+    #[test]
+    fn a_glob_star_stops_at_a_slash_and_a_double_star_does_not() {
+        let policy = NamespacePolicy::parse(
+            Some(r#"["app-*", "team/**", "arn:aws:iam::123456789012:role/ops-*"]"#),
+            PolicyFormat::Glob,
+        );
+        assert!(policy.allows(&role("app-reader"), Some(&base())));
+        assert!(!policy.allows(&role("app-team/admin"), Some(&base())));
+        assert!(policy.allows(&role("team/a/b/reader"), Some(&base())));
+        assert!(policy.allows(&role("ops-viewer"), None));
+        assert!(!policy.allows(&role("ops-x/admin"), None));
+        let question = NamespacePolicy::parse(Some(r#"["a?b"]"#), PolicyFormat::Glob);
+        assert!(question.allows(&role("a-b"), Some(&base())));
+        assert!(!question.allows(&role("a/b"), Some(&base())));
+    }
+
+    #[test]
+    fn full_arn_globs_match_only_their_account_and_partition() {
+        let policy = NamespacePolicy::parse(
+            Some(r#"["arn:aws:iam::123456789012:role/app-*"]"#),
+            PolicyFormat::Glob,
+        );
+        assert!(policy.allows(&role("app-x"), None));
+        assert!(!policy.allows(&arn("arn:aws:iam::999999999999:role/app-x"), None));
+        assert!(!policy.allows(&arn("arn:aws-cn:iam::123456789012:role/app-x"), None));
+    }
+
+    #[test]
+    fn a_regexp_alternation_is_anchored_as_a_whole() {
+        let policy = NamespacePolicy::parse(Some(r#"["app-reader|admin"]"#), PolicyFormat::Regexp);
+        assert!(policy.allows(&role("app-reader"), Some(&base())));
+        assert!(policy.allows(&role("admin"), Some(&base())));
+        for refused in ["evil-admin", "app-reader-2", "xapp-reader", "admin2"] {
+            assert!(!policy.allows(&role(refused), Some(&base())), "{refused}");
+        }
     }
 }
