@@ -15,8 +15,11 @@ use tracing::{info, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
-use crate::firewall::{self, FirewallError, Installed};
-use crate::imds::{Listener, MetadataService, RateLimiter, Upstream, serve};
+use crate::entitlement::Entitlements;
+use crate::firewall::{self, FirewallError, Installed, Targets};
+use crate::imds::{
+    ConnectionLimits, DecisionLog, Listener, MetadataService, RateLimiter, Upstream, serve,
+};
 use crate::pods::{PodStore, spawn_watchers};
 use crate::roles::{BaseArn, Resolver};
 use crate::telemetry::Metrics;
@@ -63,14 +66,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             "credentials may be served with under 15 minutes left; botocore's static stability then stretches them past expiry"
         );
     }
+    let file_limit = raise_file_limit();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstream = Arc::new(Upstream::new(&config.metadata_addr, UPSTREAM_TIMEOUT));
     let resolver = Arc::new(build_resolver(&config, &upstream).await?);
     let client = kube_client(&config.kube).await?;
-    let store = Arc::new(PodStore::new(
-        config.annotations.clone(),
-        resolver.restrictions(),
-    ));
+    let store = Arc::new(
+        PodStore::new(config.annotations.clone(), resolver.restrictions())
+            .with_max_staleness(config.max_index_staleness),
+    );
+    let entitlements = Arc::new(Entitlements::new(store.clone(), resolver));
     let sts = AwsSts::from_environment(upstream.base_url()).await;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
@@ -83,13 +88,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         metrics.clone(),
     ));
 
-    let listener = bind(config.listen).await?;
+    let mut metadata_listeners = vec![bind(config.listen).await?];
+    if let Some(other) = config.listen_other_family {
+        metadata_listeners.push(bind(other).await?);
+    }
     let metrics_listener = match config.metrics_port {
         Some(port) => Some(bind(SocketAddr::new(config.listen.ip(), port)).await?),
         None => None,
     };
-    // Rules go in after the listener is bound (DNATed connections wait in
-    // its backlog instead of being refused) and before anything is answered.
+    // Rules go in after the listeners are bound (DNATed connections wait in
+    // their backlog instead of being refused) and before anything is answered.
     if config.iptables {
         install_rules(&config).await?;
         metrics.rules_installed.set(1);
@@ -103,51 +111,54 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         store.clone(),
         metrics.clone(),
     );
-    let warmer = spawn_warmer(store.clone(), resolver.clone(), cache.clone());
-    info!(listen = %config.listen, node = config.node.as_deref().unwrap_or("*"),
-        version = crate::cli::LONG_VERSION, "iamlet serving");
+    let warmer = spawn_warmer(entitlements.clone(), cache.clone());
+    info!(listen = %config.listen, listen_other_family = ?config.listen_other_family,
+        node = config.node.as_deref().unwrap_or("*"), version = crate::cli::LONG_VERSION, "iamlet serving");
 
+    let settings = config.service.clone();
     let service = Arc::new(MetadataService {
-        store,
-        resolver,
+        entitlements,
         cache,
         upstream,
         tokens: Default::default(),
         clock,
         metrics,
-        request_limit: RateLimiter::new(
-            config.service.pod_request_rate,
-            2.0 * config.service.pod_request_rate,
+        request_limit: RateLimiter::new(settings.pod_request_rate, 2.0 * settings.pod_request_rate),
+        proxy_limit: RateLimiter::new(settings.pod_proxy_rate, 2.0 * settings.pod_proxy_rate),
+        decisions: DecisionLog::default(),
+        connections: ConnectionLimits::new(
+            settings.max_connections_per_source,
+            connection_cap(settings.max_connections, file_limit),
         ),
-        proxy_limit: RateLimiter::new(
-            config.service.pod_proxy_rate,
-            2.0 * config.service.pod_proxy_rate,
-        ),
-        settings: config.service.clone(),
+        settings,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let metrics_server = metrics_listener.map(|listener| {
-        tokio::spawn(serve(
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in metadata_listeners {
+        servers.spawn(serve(
+            listener,
+            Listener::Metadata,
+            service.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        servers.spawn(serve(
             listener,
             Listener::Metrics,
             service.clone(),
             stopped(stop_rx.clone()),
-        ))
-    });
-    let metadata_server = serve(listener, Listener::Metadata, service, stopped(stop_rx));
-    tokio::pin!(metadata_server);
+        ));
+    }
     tokio::select! {
         () = shutdown_signal() => {}
-        () = &mut metadata_server => {}
+        _ = servers.join_next() => warn!("a listener stopped; shutting down"),
     }
     let _ = stop_tx.send(true);
-    metadata_server.await;
-    if let Some(server) = metrics_server {
-        let _ = server.await;
-    }
+    while servers.join_next().await.is_some() {}
     warmer.abort();
     for watcher in watchers {
         watcher.abort();
@@ -159,6 +170,39 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit (as Go programs
+/// do at start), so the connection caps, not the default 1,024, bound the
+/// agent. Returns the limit in force.
+fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(error) => {
+                warn!(%error, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// The total connection cap, kept under the open-file limit with room for
+/// the agent's own sockets (API server, STS, metadata service, nft).
+fn connection_cap(wanted: usize, file_limit: u64) -> usize {
+    const HEADROOM: u64 = 128;
+    let room = usize::try_from(file_limit.saturating_sub(HEADROOM)).unwrap_or(usize::MAX);
+    let capped = if wanted == 0 { room } else { wanted.min(room) };
+    if capped < wanted {
+        warn!(
+            wanted,
+            capped, file_limit, "--max-connections lowered to fit the open-file limit"
+        );
+    }
+    capped.max(1)
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
         .await
@@ -166,12 +210,21 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 }
 
 async fn install_rules(config: &Config) -> Result<(), AppError> {
-    let (target, interfaces) = (config.listen, config.host_interface.clone());
+    let targets = Targets::new(
+        [Some(config.listen), config.listen_other_family]
+            .into_iter()
+            .flatten(),
+    );
+    let interfaces = config.host_interface.clone();
     let outcome =
-        tokio::task::spawn_blocking(move || firewall::install(target, &interfaces)).await??;
+        tokio::task::spawn_blocking(move || firewall::install(&targets, &interfaces)).await??;
     let adopted = outcome == Installed::Replaced;
-    info!(table = firewall::TABLE, interfaces = %config.host_interface, %target, replaced_previous_agents_rules = adopted,
-        inspect = firewall::inspect_command(target), "DNAT rules installed");
+    let family = |target: Option<SocketAddr>| {
+        target.map_or_else(|| "rejected".to_string(), |t| t.to_string())
+    };
+    info!(table = firewall::TABLE, interfaces = %config.host_interface, ipv4 = %family(targets.v4),
+        ipv6 = %family(targets.v6), replaced_previous_agents_rules = adopted,
+        inspect = firewall::inspect_command(), "DNAT rules installed");
     Ok(())
 }
 

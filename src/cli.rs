@@ -96,6 +96,11 @@ pub struct KubeArgs {
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub resolve_duplicate_cache_ips: bool,
 
+    /// Refuse (503) answers that rest on the pod index once its watch has been broken this
+    /// long, until a relist completes. 0: never.
+    #[arg(long, global = true, env = "IAMLET_MAX_INDEX_STALENESS", default_value = "10s", value_parser = parse_go_duration)]
+    pub max_index_staleness: Duration,
+
     /// How long a request from an IP not (yet) in the pod index waits for the watch to catch up.
     #[arg(long, global = true, env = "IAMLET_BACKOFF_MAX_ELAPSED_TIME", default_value = "2s", value_parser = parse_go_duration)]
     pub backoff_max_elapsed_time: Duration,
@@ -121,6 +126,9 @@ pub struct ServerArgs {
     pub metrics_port: u16,
 
     /// Address of this node that the agent listens on (and DNAT target); defaults to $HOST_IP.
+    /// Give one address per family, comma-separated (`10.0.0.5,2600:1f14::5`, as the downward
+    /// API's status.hostIPs reads), to serve IPv6 pods too; a family without an address has
+    /// its pods' metadata traffic rejected.
     #[arg(long, global = true, env = "IAMLET_HOST_IP", default_value = "")]
     pub host_ip: String,
 
@@ -133,15 +141,42 @@ pub struct ServerArgs {
     )]
     pub metadata_addr: String,
 
-    /// Metadata paths (after the version segment) never proxied to pods, comma-separated prefixes.
+    /// More metadata paths (after the version segment) refused to pods, as comma-separated
+    /// prefixes. They add to the defaults: user-data, meta-data/identity-credentials and
+    /// the identity document's signatures (dynamic/instance-identity/signature, pkcs7, rsa2048).
     #[arg(
         long,
         global = true,
         env = "IAMLET_METADATA_DENY",
-        default_value = "user-data,meta-data/identity-credentials/",
+        default_value = "",
         value_delimiter = ','
     )]
     pub metadata_deny: Vec<String>,
+
+    /// Drop the default deny-list, leaving only --metadata-deny: pods may then read the
+    /// node's user-data and identity credentials.
+    #[arg(long, global = true, env = "IAMLET_NO_DEFAULT_METADATA_DENY", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub no_default_metadata_deny: bool,
+
+    /// Connections one source address may hold open at once; more are reset at accept. 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_MAX_CONNECTIONS_PER_SOURCE",
+        default_value = "64"
+    )]
+    pub max_connections_per_source: usize,
+
+    /// Connections the agent holds open at once, from all pods; more are reset at accept
+    /// (callers on the node itself are held to the per-source limit only). 0: no limit.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_MAX_CONNECTIONS",
+        default_value = "2048"
+    )]
+    pub max_connections: usize,
 
     /// Requests per second one pod may make to the agent (bursts of twice that); 0: no limit.
     #[arg(

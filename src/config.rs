@@ -15,6 +15,7 @@ use crate::cli::{Cli, Command, NO_EFFECT_FLAGS};
 use crate::credentials::CacheSettings;
 use crate::firewall::InterfaceMatch;
 use crate::imds::ServiceSettings;
+use crate::imds::routes::{DEFAULT_DENY, DenyList};
 use crate::pods::AnnotationKeys;
 use crate::roles::{BaseArn, PolicyFormat, RoleError, to_role_arn};
 
@@ -79,7 +80,13 @@ pub struct Config {
     pub kube: KubeAccess,
     /// `None`: watch every pod in the cluster (kube2iam without --node).
     pub node: Option<String>,
+    /// The first `--host-ip` address and `--app-port`.
     pub listen: SocketAddr,
+    /// With a dual-stack `--host-ip`, the address of the other family: a
+    /// second metadata listener, for that family's pods.
+    pub listen_other_family: Option<SocketAddr>,
+    /// `--max-index-staleness`; `None` when 0.
+    pub max_index_staleness: Option<Duration>,
     pub metrics_port: Option<u16>,
     pub metadata_addr: String,
     pub annotations: AnnotationKeys,
@@ -167,9 +174,7 @@ impl Config {
                 "required (or $HOST_IP): iamlet listens on the node's address only, never on every interface",
             )
         })?;
-        let host_ip: IpAddr = host_ip.parse().map_err(|_| {
-            ConfigError::invalid("host-ip", format!("{host_ip:?} is not an IP address"))
-        })?;
+        let (host_ip, other_family) = parse_host_ips(&host_ip)?;
         if cli.server.metrics_port == 0 {
             return Err(ConfigError::invalid(
                 "metrics-port",
@@ -219,6 +224,8 @@ impl Config {
             kube,
             node,
             listen: SocketAddr::new(host_ip, cli.server.app_port),
+            listen_other_family: other_family.map(|ip| SocketAddr::new(ip, cli.server.app_port)),
+            max_index_staleness: Some(cli.kube.max_index_staleness).filter(|d| !d.is_zero()),
             metrics_port: Some(cli.server.metrics_port).filter(|p| *p != cli.server.app_port),
             metadata_addr: cli.server.metadata_addr.trim().to_string(),
             annotations: AnnotationKeys {
@@ -235,13 +242,12 @@ impl Config {
                 metrics_on_app_port: cli.server.metrics_port == cli.server.app_port,
                 pod_request_rate: f64::from(cli.server.pod_request_rate),
                 pod_proxy_rate: f64::from(cli.server.pod_proxy_rate),
-                deny: cli
-                    .server
-                    .metadata_deny
-                    .into_iter()
-                    .map(|p| p.trim().to_string())
-                    .filter(|p| !p.is_empty())
-                    .collect(),
+                deny: deny_list(
+                    &cli.server.metadata_deny,
+                    cli.server.no_default_metadata_deny,
+                ),
+                max_connections_per_source: cli.server.max_connections_per_source,
+                max_connections: cli.server.max_connections,
             },
             log_format,
             log_level,
@@ -251,6 +257,44 @@ impl Config {
             no_effect,
         })
     }
+}
+
+/// `--host-ip`: one address, or two of different families (the downward
+/// API's `status.hostIPs` form).
+fn parse_host_ips(text: &str) -> Result<(IpAddr, Option<IpAddr>), ConfigError> {
+    let mut ips = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let ip: IpAddr = part.parse().map_err(|_| {
+            ConfigError::invalid("host-ip", format!("{part:?} is not an IP address"))
+        })?;
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(ConfigError::invalid(
+                "host-ip",
+                format!("{ip} is not an address of this node"),
+            ));
+        }
+        ips.push(ip);
+    }
+    match ips.as_slice() {
+        [one] => Ok((*one, None)),
+        [first, second] if first.is_ipv4() != second.is_ipv4() => Ok((*first, Some(*second))),
+        _ => Err(ConfigError::invalid(
+            "host-ip",
+            "give one address, or two of different families (IPv4,IPv6)",
+        )),
+    }
+}
+
+/// The defaults plus `--metadata-deny`, or only the latter with
+/// `--no-default-metadata-deny`.
+fn deny_list(extra: &[String], no_defaults: bool) -> DenyList {
+    let defaults: &[&str] = if no_defaults { &[] } else { DEFAULT_DENY };
+    DenyList::new(
+        defaults
+            .iter()
+            .copied()
+            .chain(extra.iter().map(|p| p.trim())),
+    )
 }
 
 fn kube_access(cli: &Cli) -> Result<KubeAccess, ConfigError> {

@@ -7,6 +7,7 @@ mod sts;
 mod warmer;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 pub use cache::{CacheSettings, CredentialCache};
@@ -47,6 +48,33 @@ pub struct Credentials {
     pub expiration: SystemTime,
     /// When iamlet received them (the metadata service's `LastUpdated`).
     pub issued: SystemTime,
+    /// Which pod these credentials were last granted to, so that a repeated
+    /// grant is counted instead of logged again.
+    pub grant_memo: GrantMemo,
+}
+
+/// The last pod (a hash of its UID) that was granted one set of
+/// credentials. A copy starts empty: it belongs to the set it was made for.
+#[derive(Default)]
+pub struct GrantMemo(AtomicU64);
+
+impl GrantMemo {
+    /// True the first time `pod` is granted these credentials in a row.
+    pub fn first_for(&self, pod: u64) -> bool {
+        self.0.swap(pod, Ordering::Relaxed) != pod
+    }
+}
+
+impl Clone for GrantMemo {
+    fn clone(&self) -> Self {
+        GrantMemo::default()
+    }
+}
+
+impl fmt::Debug for GrantMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GrantMemo")
+    }
 }
 
 impl Credentials {

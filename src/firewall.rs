@@ -4,15 +4,13 @@
 mod interfaces;
 mod rules;
 
-use std::net::SocketAddr;
-
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{NfListObject, NfObject};
 use nftables::types::NfFamily;
 use thiserror::Error;
 
 pub use interfaces::InterfaceMatch;
-pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE};
+pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE, Targets};
 
 #[derive(Debug, Error)]
 pub enum FirewallError {
@@ -38,14 +36,11 @@ pub enum Installed {
     Replaced,
 }
 
-/// Installs (or atomically replaces) iamlet's table for `target`.
-pub fn install(
-    target: SocketAddr,
-    interfaces: &InterfaceMatch,
-) -> Result<Installed, FirewallError> {
-    let family = rules::family_for(target.ip());
-    let existed = existing_tables()?.contains(&family);
-    helper::apply_ruleset(&rules::install_batch(target, interfaces))?;
+/// Installs (or atomically replaces) iamlet's tables in both families:
+/// DNAT to the agent where `targets` has an address, rejection elsewhere.
+pub fn install(targets: &Targets, interfaces: &InterfaceMatch) -> Result<Installed, FirewallError> {
+    let existed = !existing_tables()?.is_empty();
+    helper::apply_ruleset(&rules::install_batch(targets, interfaces))?;
     Ok(if existed {
         Installed::Replaced
     } else {
@@ -88,11 +83,7 @@ pub fn family_name(family: NfFamily) -> &'static str {
     }
 }
 
-/// `nft list table ...` for the agent's address family: what an operator
-/// types to look at the rules.
-pub fn inspect_command(target: SocketAddr) -> String {
-    format!(
-        "nft list table {} {TABLE}",
-        family_name(rules::family_for(target.ip()))
-    )
+/// What an operator types to look at the rules.
+pub fn inspect_command() -> String {
+    format!("nft list table ip {TABLE}; nft list table ip6 {TABLE}")
 }

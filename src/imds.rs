@@ -1,6 +1,9 @@
 //! The metadata HTTP server pods talk to: routes, IMDSv2 tokens, credential
 //! answers and the proxy to the real metadata service.
 
+mod agent;
+mod connection;
+mod decisions;
 mod handler;
 mod limit;
 mod proxy;
@@ -9,6 +12,8 @@ pub mod routes;
 mod server;
 pub mod token;
 
+pub use connection::{Connection, ConnectionLimits};
+pub use decisions::DecisionLog;
 pub use handler::{Listener, MetadataService, ServiceSettings};
 pub use limit::RateLimiter;
 pub use proxy::{ProxyError, Upstream};

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod entitlement;
 pub mod firewall;
 pub mod imds;
 pub mod pods;

@@ -17,11 +17,16 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => {
-            iamlet::telemetry::init(&log_format, log_level);
-            iamlet::app::cleanup()
+            let logs = iamlet::telemetry::init(&log_format, log_level);
+            let result = iamlet::app::cleanup();
+            if let Err(error) = &result {
+                tracing::error!(%error, "iamlet cleanup failed");
+            }
+            drop(logs);
+            result
         }
         Invocation::Run(config) => {
-            iamlet::telemetry::init(&config.log_format, config.log_level);
+            let logs = iamlet::telemetry::init(&config.log_format, config.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -32,14 +37,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(iamlet::app::run(*config))
+            let result = runtime.block_on(iamlet::app::run(*config));
+            if let Err(error) = &result {
+                tracing::error!(%error, "iamlet failed");
+            }
+            // Flush the queued log lines before the process exits.
+            drop(logs);
+            result
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "iamlet failed");
-            ExitCode::from(error.exit_code())
-        }
+        Err(error) => ExitCode::from(error.exit_code()),
     }
 }

@@ -49,7 +49,7 @@ async fn an_sts_outage_is_bridged_by_the_cache_until_the_floor() {
     // Past the floor, the pod is told clearly that STS is the problem.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let failed = agent.get("127.0.4.10", &path).await;
-    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert_eq!(failed.status, 503, "{}", failed.body);
     assert_eq!(failed.json()["Code"], "StsUnavailable");
     assert!(
         failed.json()["Message"]
@@ -101,7 +101,7 @@ async fn throttling_is_retried_within_bounds_without_a_stampede() {
     let replies = futures::future::join_all((0..50).map(|_| agent.get("127.0.4.20", &path))).await;
     for reply in &replies {
         assert_eq!(reply.status, 503, "{}", reply.body);
-        assert_eq!(reply.json()["Code"], "Throttling");
+        assert_eq!(reply.json()["Code"], "StsThrottled");
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let calls = node.moto.assume_role_calls().len();

@@ -209,9 +209,9 @@ async fn other_paths_are_proxied_with_the_agents_own_token_and_the_deny_list_hol
             .all(|s| !s.path.contains("iam/") && !s.path.contains("user-data"))
     );
 
-    // The deny-list is a flag: emptied, user-data passes.
+    // The defaults are dropped only by name: then user-data passes.
     drop(agent);
-    let open = node.agent(&["--metadata-deny="]).await;
+    let open = node.agent(&["--no-default-metadata-deny"]).await;
     assert_eq!(open.get(POD, "/latest/user-data").await.body, USER_DATA);
 }
 

@@ -21,7 +21,7 @@ async fn requests_before_the_initial_list_wait_instead_of_failing() {
     assert_eq!(agent.get("127.0.0.1", "/healthz").await.status, 200);
     assert_eq!(agent.get("127.0.0.1", "/readyz").await.status, 503);
     let started = Instant::now();
-    assert_eq!(agent.get("127.0.1.40", CREDS).await.status, 404);
+    assert_eq!(agent.get("127.0.1.40", CREDS).await.status, 503);
     assert!(
         started.elapsed() >= Duration::from_millis(300),
         "the request waited for the index"

@@ -110,9 +110,19 @@ fn defaults_match_kube2iam_where_kube2iam_is_right() {
     assert_eq!(config.cache.refresh_before, Duration::from_secs(1800));
     assert_eq!(config.cache.min_remaining, Duration::from_secs(900));
     assert_eq!(
-        config.service.deny,
-        ["user-data", "meta-data/identity-credentials/"]
+        config.service.deny.entries(),
+        [
+            "user-data",
+            "meta-data/identity-credentials",
+            "dynamic/instance-identity/signature",
+            "dynamic/instance-identity/pkcs7",
+            "dynamic/instance-identity/rsa2048",
+        ]
     );
+    assert_eq!(config.max_index_staleness, Some(Duration::from_secs(10)));
+    assert_eq!(config.service.max_connections_per_source, 64);
+    assert_eq!(config.service.max_connections, 2048);
+    assert_eq!(config.listen_other_family, None);
     assert!(config.no_effect.is_empty());
     assert!(matches!(config.kube, KubeAccess::Infer { insecure: false }));
 }
@@ -267,4 +277,64 @@ fn metrics_port_differs_only_when_asked() {
     ])
     .unwrap();
     assert_eq!(config.metrics_port, Some(9100));
+}
+
+#[test]
+fn metadata_deny_adds_to_the_defaults_unless_they_are_dropped_by_name() {
+    // Found by an attack: one --metadata-deny entry used to replace the
+    // defaults, making user-data and identity credentials readable.
+    let added = parse(&["--host-ip=10.0.0.1", "--metadata-deny=meta-data/tags"]).unwrap();
+    let entries = added.service.deny.entries();
+    assert!(entries.contains(&"user-data".to_string()), "{entries:?}");
+    assert!(entries.contains(&"meta-data/identity-credentials".to_string()));
+    assert!(entries.contains(&"meta-data/tags".to_string()));
+    let cleared = parse(&[
+        "--host-ip=10.0.0.1",
+        "--no-default-metadata-deny",
+        "--metadata-deny=meta-data/tags",
+    ])
+    .unwrap();
+    assert_eq!(cleared.service.deny.entries(), ["meta-data/tags"]);
+    let none = parse(&["--host-ip=10.0.0.1", "--no-default-metadata-deny=true"]).unwrap();
+    assert!(none.service.deny.entries().is_empty());
+}
+
+#[test]
+fn host_ip_takes_one_address_per_family() {
+    let dual = parse(&["--host-ip=10.0.0.1,fd00::1", "--app-port=9000"]).unwrap();
+    assert_eq!(dual.listen.to_string(), "10.0.0.1:9000");
+    assert_eq!(
+        dual.listen_other_family.map(|a| a.to_string()).as_deref(),
+        Some("[fd00::1]:9000")
+    );
+    let v6_first = parse(&["--host-ip=fd00::1, 10.0.0.1"]).unwrap();
+    assert!(v6_first.listen.is_ipv6());
+    for bad in [
+        "10.0.0.1,10.0.0.2",
+        "fd00::1,fd00::2",
+        "10.0.0.1,fd00::1,10.0.0.3",
+        "0.0.0.0",
+        "10.0.0.1,",
+    ] {
+        let error = error_of(&[&format!("--host-ip={bad}")]);
+        assert!(error.contains("--host-ip"), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn index_staleness_and_connection_caps_are_flags() {
+    let config = parse(&[
+        "--host-ip=10.0.0.1",
+        "--max-index-staleness=0",
+        "--max-connections-per-source=8",
+        "--max-connections=100",
+    ])
+    .unwrap();
+    assert_eq!(config.max_index_staleness, None);
+    assert_eq!(config.service.max_connections_per_source, 8);
+    assert_eq!(config.service.max_connections, 100);
+    let error = error_of(&["--host-ip=10.0.0.1", "--max-index-staleness=soon"]);
+    assert!(error.contains("max-index-staleness"), "{error}");
+    let error = error_of(&["--host-ip=10.0.0.1", "--max-connections=-1"]);
+    assert!(error.contains("max-connections"), "{error}");
 }

@@ -146,6 +146,7 @@ impl AwsSts {
             session_token: Secret::new(creds.session_token()),
             expiration,
             issued,
+            grant_memo: Default::default(),
         })
     }
 }

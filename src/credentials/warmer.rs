@@ -16,8 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{CredentialCache, CredentialKey, StsError};
-use crate::pods::PodStore;
-use crate::roles::Resolver;
+use crate::entitlement::Entitlements;
 use crate::telemetry::Metrics;
 
 /// The longest the warmer sleeps without an index change.
@@ -26,16 +25,14 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub fn spawn_warmer(
-    store: Arc<PodStore>,
-    resolver: Arc<Resolver>,
+    entitlements: Arc<Entitlements>,
     cache: Arc<CredentialCache>,
 ) -> JoinHandle<()> {
-    tokio::spawn(Warmer::new(store, resolver, cache).run())
+    tokio::spawn(Warmer::new(entitlements, cache).run())
 }
 
 struct Warmer {
-    store: Arc<PodStore>,
-    resolver: Arc<Resolver>,
+    entitlements: Arc<Entitlements>,
     cache: Arc<CredentialCache>,
     in_flight: HashSet<CredentialKey>,
     /// Keys whose last fetch failed: attempts so far and when to try again.
@@ -45,11 +42,10 @@ struct Warmer {
 }
 
 impl Warmer {
-    fn new(store: Arc<PodStore>, resolver: Arc<Resolver>, cache: Arc<CredentialCache>) -> Self {
+    fn new(entitlements: Arc<Entitlements>, cache: Arc<CredentialCache>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Warmer {
-            store,
-            resolver,
+            entitlements,
             cache,
             in_flight: HashSet::new(),
             retries: HashMap::new(),
@@ -59,7 +55,7 @@ impl Warmer {
     }
 
     async fn run(mut self) {
-        let mut changes = self.store.subscribe();
+        let mut changes = self.entitlements.store().subscribe();
         loop {
             changes.borrow_and_update();
             let wake_in = self.pass().await;
@@ -77,6 +73,12 @@ impl Warmer {
 
     /// One look at every pod; returns how long until the next is needed.
     async fn pass(&mut self) -> Duration {
+        if !self.entitlements.store().is_answerable() {
+            // Not listed yet, or stale: every decision is a refusal now, and
+            // dropping the cache for it would cost a burst of STS calls when
+            // the relist comes. The relist wakes the warmer.
+            return MAX_IDLE;
+        }
         let wanted = self.wanted_keys();
         self.cache.retain(|key| wanted.contains(key)).await;
         self.retries.retain(|key, _| wanted.contains(key));
@@ -100,18 +102,15 @@ impl Warmer {
         wake_in.max(Duration::from_millis(10))
     }
 
-    /// The credentials some pod on the node is entitled to right now.
+    /// The credentials some caller on the node is entitled to right now:
+    /// exactly what the metadata handler would serve, decided by the same
+    /// function. A stale index wants nothing new, and drops nothing either.
     fn wanted_keys(&self) -> HashSet<CredentialKey> {
-        self.store
-            .views()
+        self.entitlements
+            .decide_all()
             .into_iter()
-            .filter_map(|view| {
-                let target = self
-                    .resolver
-                    .resolve(&view.pod, view.policy.as_deref())
-                    .ok()??;
-                Some(CredentialKey::for_pod(&target, &view.pod))
-            })
+            .filter_map(|(_, decision)| decision.ok())
+            .map(|grant| grant.key)
             .collect()
     }
 

@@ -1,6 +1,8 @@
-//! The nftables ruleset iamlet owns, built as data: one table of its own per
-//! address family, holding one NAT chain whose rules DNAT pods' metadata
-//! traffic to the agent.
+//! The nftables ruleset iamlet owns, built as data: one table of its own in
+//! each of the `ip` and `ip6` families. A family with an agent address gets a
+//! NAT chain that DNATs pods' metadata traffic to the agent; a family without
+//! one gets filter chains that reject it, so that no pod ever reaches the real
+//! metadata service over a family the agent does not listen on.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Counter, Match, NAT, NATFamily, Operator, Statement};
+use nftables::stmt::{Counter, Match, NAT, NATFamily, Operator, Reject, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::InterfaceMatch;
@@ -16,87 +18,186 @@ use super::InterfaceMatch;
 /// The name of iamlet's table, in the `ip` and `ip6` families.
 pub const TABLE: &str = "iamlet";
 pub const CHAIN: &str = "prerouting";
+/// Filter chains of a family iamlet does not listen in.
+pub const REJECT_INPUT_CHAIN: &str = "reject-input";
+pub const REJECT_FORWARD_CHAIN: &str = "reject-forward";
 /// The metadata service's addresses and port.
 pub const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 pub const METADATA_PORT: u16 = 80;
 /// dstnat priority, the standard place for DNAT.
 const DSTNAT_PRIORITY: i32 = -100;
+/// filter priority.
+const FILTER_PRIORITY: i32 = 0;
+const DNAT_COMMENT: &str = "iamlet: pods' metadata traffic to the agent";
+const REJECT_COMMENT: &str = "iamlet: no agent listens in this family; pods are refused";
 
-/// The family iamlet's rules live in for a given agent address.
-pub fn family_for(target: IpAddr) -> NfFamily {
-    if target.is_ipv4() {
-        NfFamily::IP
-    } else {
-        NfFamily::IP6
+/// Where each family's metadata traffic goes: the agent's address and port
+/// in that family, or nowhere (rejected).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub v4: Option<SocketAddr>,
+    pub v6: Option<SocketAddr>,
+}
+
+impl Targets {
+    /// Sorts the agent's addresses by family.
+    pub fn new(addresses: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let mut targets = Targets::default();
+        for address in addresses {
+            match address.ip() {
+                IpAddr::V4(_) => targets.v4 = Some(address),
+                IpAddr::V6(_) => targets.v6 = Some(address),
+            }
+        }
+        targets
+    }
+
+    pub fn get(&self, family: NfFamily) -> Option<SocketAddr> {
+        match family {
+            NfFamily::IP6 => self.v6,
+            _ => self.v4,
+        }
     }
 }
 
-/// One transaction that leaves exactly iamlet's table with exactly its
-/// rules, whatever was there: create the table (a no-op when it exists),
-/// delete it with everything in it, create it again and fill it. nft applies
-/// a batch atomically, so there is no moment without the rules, and rules
-/// are never duplicated.
-pub fn install_batch(target: SocketAddr, interfaces: &InterfaceMatch) -> Nftables<'static> {
-    let family = family_for(target.ip());
+/// The families iamlet keeps a table in.
+pub const FAMILIES: [NfFamily; 2] = [NfFamily::IP, NfFamily::IP6];
+
+/// One transaction that leaves exactly iamlet's tables with exactly their
+/// rules, whatever was there: in each family create the table (a no-op when
+/// it exists), delete it with everything in it, create it again and fill it.
+/// nft applies a batch atomically, so there is no moment without the rules,
+/// and rules are never duplicated.
+pub fn install_batch(targets: &Targets, interfaces: &InterfaceMatch) -> Nftables<'static> {
     let mut batch = Batch::new();
-    batch.add(table(family));
-    batch.delete(table(family));
-    batch.add(table(family));
-    batch.add(NfListObject::Chain(Chain {
-        family,
-        table: TABLE.into(),
-        name: CHAIN.into(),
-        _type: Some(NfChainType::NAT),
-        hook: Some(NfHook::Prerouting),
-        prio: Some(DSTNAT_PRIORITY),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }));
-    // One rule per included pattern (or one for "any interface" when only
-    // negations are given), each excluding every negated pattern.
+    for family in FAMILIES {
+        batch.add(table(family));
+        batch.delete(table(family));
+        batch.add(table(family));
+        match targets.get(family) {
+            Some(target) => {
+                batch.add(chain(
+                    family,
+                    CHAIN,
+                    NfChainType::NAT,
+                    NfHook::Prerouting,
+                    DSTNAT_PRIORITY,
+                ));
+                for expr in match_rules(family, interfaces) {
+                    batch.add(rule(family, CHAIN, expr, dnat(target), DNAT_COMMENT));
+                }
+            }
+            None => {
+                for (name, hook) in [
+                    (REJECT_INPUT_CHAIN, NfHook::Input),
+                    (REJECT_FORWARD_CHAIN, NfHook::Forward),
+                ] {
+                    batch.add(chain(
+                        family,
+                        name,
+                        NfChainType::Filter,
+                        hook,
+                        FILTER_PRIORITY,
+                    ));
+                    for expr in match_rules(family, interfaces) {
+                        batch.add(rule(family, name, expr, reset(), REJECT_COMMENT));
+                    }
+                }
+            }
+        }
+    }
+    batch.to_nftables()
+}
+
+/// The matches of each rule: one rule per included interface pattern (or
+/// one for "any interface" when only negations are given), each excluding
+/// every negated pattern, then the family's metadata address and port.
+fn match_rules(family: NfFamily, interfaces: &InterfaceMatch) -> Vec<Vec<Statement<'static>>> {
     let includes: Vec<Option<&String>> = if interfaces.include.is_empty() {
         vec![None]
     } else {
         interfaces.include.iter().map(Some).collect()
     };
-    for include in includes {
-        let mut expr = Vec::new();
-        if let Some(name) = include {
-            expr.push(iifname(Operator::EQ, name));
-        }
-        for name in &interfaces.exclude {
-            expr.push(iifname(Operator::NEQ, name));
-        }
-        let (protocol, metadata, nat_family) = match target.ip() {
-            IpAddr::V4(_) => ("ip", IpAddr::V4(METADATA_V4), NATFamily::IP),
-            IpAddr::V6(_) => ("ip6", IpAddr::V6(METADATA_V6), NATFamily::IP6),
-        };
-        expr.push(matches(
-            payload(protocol, "daddr"),
-            Expression::String(metadata.to_string().into()),
-        ));
-        expr.push(matches(
-            payload("tcp", "dport"),
-            Expression::Number(u32::from(METADATA_PORT)),
-        ));
-        expr.push(Statement::Counter(Counter::Anonymous(None)));
-        expr.push(Statement::DNAT(Some(NAT {
-            addr: Some(Expression::String(target.ip().to_string().into())),
-            family: Some(nat_family),
-            port: Some(Expression::Number(u32::from(target.port()))),
-            flags: None,
-        })));
-        batch.add(NfListObject::Rule(Rule {
-            family,
-            table: TABLE.into(),
-            chain: CHAIN.into(),
-            expr: Cow::Owned(expr),
-            comment: Some("iamlet: pods' metadata traffic to the agent".into()),
-            ..Rule::default()
-        }));
-    }
-    batch.to_nftables()
+    let (protocol, metadata) = match family {
+        NfFamily::IP6 => ("ip6", IpAddr::V6(METADATA_V6)),
+        _ => ("ip", IpAddr::V4(METADATA_V4)),
+    };
+    includes
+        .into_iter()
+        .map(|include| {
+            let mut expr = Vec::new();
+            if let Some(name) = include {
+                expr.push(iifname(Operator::EQ, name));
+            }
+            for name in &interfaces.exclude {
+                expr.push(iifname(Operator::NEQ, name));
+            }
+            expr.push(matches(
+                payload(protocol, "daddr"),
+                Expression::String(metadata.to_string().into()),
+            ));
+            expr.push(matches(
+                payload("tcp", "dport"),
+                Expression::Number(u32::from(METADATA_PORT)),
+            ));
+            expr.push(Statement::Counter(Counter::Anonymous(None)));
+            expr
+        })
+        .collect()
+}
+
+fn dnat(target: SocketAddr) -> Statement<'static> {
+    Statement::DNAT(Some(NAT {
+        addr: Some(Expression::String(target.ip().to_string().into())),
+        family: Some(match target.ip() {
+            IpAddr::V4(_) => NATFamily::IP,
+            IpAddr::V6(_) => NATFamily::IP6,
+        }),
+        port: Some(Expression::Number(u32::from(target.port()))),
+        flags: None,
+    }))
+}
+
+fn reset() -> Statement<'static> {
+    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None)))
+}
+
+fn chain(
+    family: NfFamily,
+    name: &'static str,
+    kind: NfChainType,
+    hook: NfHook,
+    priority: i32,
+) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family,
+        table: TABLE.into(),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(priority),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+fn rule(
+    family: NfFamily,
+    chain: &'static str,
+    mut expr: Vec<Statement<'static>>,
+    verdict: Statement<'static>,
+    comment: &'static str,
+) -> NfListObject<'static> {
+    expr.push(verdict);
+    NfListObject::Rule(Rule {
+        family,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        comment: Some(comment.into()),
+        ..Rule::default()
+    })
 }
 
 /// Deletes iamlet's table in each of `families` (which must exist).
@@ -144,73 +245,4 @@ fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn commands(batch: &Nftables) -> Vec<serde_json::Value> {
-        let value = serde_json::to_value(batch).unwrap();
-        value["nftables"].as_array().unwrap().clone()
-    }
-
-    #[test]
-    fn install_replaces_the_table_in_one_batch() {
-        let batch = install_batch(
-            "10.0.0.5:8181".parse().unwrap(),
-            &InterfaceMatch::parse("cali+").unwrap(),
-        );
-        let commands = commands(&batch);
-        let verbs: Vec<&str> = commands
-            .iter()
-            .map(|c| c.as_object().unwrap().keys().next().unwrap().as_str())
-            .collect();
-        assert_eq!(verbs, ["add", "delete", "add", "add", "add"]);
-        assert_eq!(commands[0]["add"]["table"]["name"], TABLE);
-        assert_eq!(commands[0]["add"]["table"]["family"], "ip");
-        assert_eq!(commands[3]["add"]["chain"]["hook"], "prerouting");
-        assert_eq!(commands[3]["add"]["chain"]["type"], "nat");
-        let rule = commands[4]["add"]["rule"]["expr"].to_string();
-        assert!(rule.contains(r#""right":"cali*""#), "{rule}");
-        assert!(rule.contains("169.254.169.254"), "{rule}");
-        assert!(
-            rule.contains(r#""addr":"10.0.0.5""#) && rule.contains(r#""port":8181"#),
-            "{rule}"
-        );
-    }
-
-    #[test]
-    fn lists_and_negations_become_rules_and_conditions() {
-        let batch = install_batch(
-            "10.0.0.5:8181".parse().unwrap(),
-            &InterfaceMatch::parse("eni+,vlan+,!eni-mgmt").unwrap(),
-        );
-        let rules: Vec<String> = commands(&batch)
-            .iter()
-            .filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string()))
-            .collect();
-        assert_eq!(rules.len(), 2);
-        for rule in &rules {
-            assert!(rule.contains(r#""op":"!=","right":"eni-mgmt""#), "{rule}");
-        }
-        let only_negated = install_batch(
-            "10.0.0.5:8181".parse().unwrap(),
-            &InterfaceMatch::parse("!eth0").unwrap(),
-        );
-        let rules: Vec<String> = commands(&only_negated)
-            .iter()
-            .filter_map(|c| c["add"].get("rule").map(|r| r["expr"].to_string()))
-            .collect();
-        assert_eq!(rules.len(), 1);
-        assert!(!rules[0].contains(r#""op":"==","right":"eth0""#));
-    }
-
-    #[test]
-    fn ipv6_agents_get_the_ipv6_metadata_address() {
-        let batch = install_batch(
-            "[fd00::5]:8181".parse().unwrap(),
-            &InterfaceMatch::parse("eth1").unwrap(),
-        );
-        let text = serde_json::to_string(&batch).unwrap();
-        assert!(text.contains(r#""family":"ip6""#));
-        assert!(text.contains("fd00:ec2::254"), "{text}");
-    }
-}
+mod tests;

@@ -35,6 +35,19 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `caller` has a request left, without taking it.
+    pub fn has_budget(&self, caller: IpAddr) -> bool {
+        if self.per_second <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        buckets.get(&caller).is_none_or(|bucket| {
+            let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
+            bucket.tokens + refill >= 1.0
+        })
+    }
+
     /// Takes a token for `caller`; false when its bucket is empty.
     pub fn allow(&self, caller: IpAddr) -> bool {
         if self.per_second <= 0.0 {
@@ -76,6 +89,20 @@ mod tests {
         assert!(limiter.allow(B), "another pod is not affected");
         tokio::time::advance(Duration::from_millis(300)).await;
         assert_eq!((0..10).filter(|_| limiter.allow(A)).count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_is_seen_without_being_spent() {
+        let limiter = RateLimiter::new(10.0, 2.0);
+        assert!(limiter.has_budget(A));
+        assert!(limiter.allow(A) && limiter.allow(A));
+        assert!(!limiter.has_budget(A));
+        assert!(limiter.has_budget(B));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(limiter.has_budget(A));
+        assert!(limiter.has_budget(A), "looking twice takes nothing");
+        assert!(limiter.allow(A));
+        assert!(!limiter.allow(A));
     }
 
     #[tokio::test]

@@ -1,14 +1,45 @@
-//! Request routing: a pure function from method and path to what the
-//! metadata server does with the request.
+//! Request routing: a pure function from method, path and how the
+//! connection arrived to what the server does with the request.
+//!
+//! Agent routes (`/healthz`, `/readyz`, `/metrics`, `/debug/store`) and
+//! metadata routes are two enums, so the handler's dispatch is exhaustive
+//! and a route added later cannot fall through to the proxy. A connection
+//! that came through the DNAT gets metadata routes only.
 
 use http::Method;
 
+use crate::entitlement::Refusal;
+
+/// How a connection reached the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Through iamlet's DNAT: its original destination was a metadata
+    /// address. Only a pod (or a host process the rules catch) gets here.
+    Dnat,
+    /// Straight to the agent's address and port.
+    Direct,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
+    Agent(AgentRoute),
+    Metadata(MetadataRoute<'a>),
+}
+
+/// The agent's own endpoints. Never reached through the DNAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentRoute {
+    Healthz,
+    Readyz,
+    Metrics,
+    DebugStore,
+}
+
+/// What a pod asks of the metadata service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRoute<'a> {
     /// `PUT /latest/api/token`: issue an IMDSv2 session token.
     Token,
-    /// `PUT /<version>/api/token`: refused with 403, as the real service does.
-    VersionedToken,
     /// `.../meta-data/iam/` (the directory listing).
     IamListing,
     /// `.../meta-data/iam/info`.
@@ -20,106 +51,171 @@ pub enum Route<'a> {
     /// `.../meta-data/iam/security-credentials-extended[/...]`: 404 so SDKs
     /// fall back to the legacy path.
     ExtendedCredentials,
-    /// Anything else under `meta-data/iam/`: never proxied, always 404.
+    /// Anything else under `meta-data/iam/` (in any letter case): never
+    /// proxied, always 404.
     IamOther,
-    Healthz,
-    Readyz,
-    DebugStore,
-    Metrics,
-    /// A path on the deny-list.
-    Denied,
     /// Passed to the real metadata service.
     Proxy,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
-    #[error("malformed path")]
-    BadPath,
-    #[error("method not allowed")]
-    MethodNotAllowed,
+/// Path prefixes (after the version segment) refused to pods, as segments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DenyList {
+    prefixes: Vec<Vec<String>>,
 }
 
+/// Refused by default: the node's user-data (often secrets), its own
+/// identity credentials, and the signatures of its identity document, which
+/// systems such as Vault's EC2 auth accept as proof of being the node. The
+/// identity document itself stays readable: SDKs read the region from it.
+pub const DEFAULT_DENY: &[&str] = &[
+    "user-data",
+    "meta-data/identity-credentials",
+    "dynamic/instance-identity/signature",
+    "dynamic/instance-identity/pkcs7",
+    "dynamic/instance-identity/rsa2048",
+];
+
 const MAX_PATH_LEN: usize = 1024;
+
+impl DenyList {
+    /// Prefixes such as `user-data` or `meta-data/identity-credentials/`;
+    /// empty entries are ignored.
+    pub fn new<S: AsRef<str>>(prefixes: impl IntoIterator<Item = S>) -> Self {
+        let mut list = DenyList::default();
+        for prefix in prefixes {
+            let segments: Vec<String> = prefix
+                .as_ref()
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if !segments.is_empty() && !list.prefixes.contains(&segments) {
+                list.prefixes.push(segments);
+            }
+        }
+        list
+    }
+
+    /// The prefixes as `a/b` strings, for logs and docs.
+    pub fn entries(&self) -> Vec<String> {
+        self.prefixes.iter().map(|s| s.join("/")).collect()
+    }
+
+    /// Whole-segment, case-insensitive prefix match: what the real service
+    /// would serve under another spelling is refused too.
+    fn denies(&self, rest: &[&str]) -> bool {
+        self.prefixes.iter().any(|prefix| {
+            prefix.len() <= rest.len()
+                && prefix
+                    .iter()
+                    .zip(rest)
+                    .all(|(want, have)| want.eq_ignore_ascii_case(have))
+        })
+    }
+}
 
 impl Route<'_> {
     /// A short, bounded label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Route::Token | Route::VersionedToken => "token",
-            Route::IamListing => "iam",
-            Route::IamInfo => "iam-info",
-            Route::RoleList => "role-list",
-            Route::RoleCredentials(_) => "credentials",
-            Route::ExtendedCredentials => "credentials-extended",
-            Route::IamOther => "iam-other",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::DebugStore => "debug-store",
-            Route::Metrics => "metrics",
-            Route::Denied => "denied",
-            Route::Proxy => "proxy",
+            Route::Agent(AgentRoute::Healthz) => "healthz",
+            Route::Agent(AgentRoute::Readyz) => "readyz",
+            Route::Agent(AgentRoute::Metrics) => "metrics",
+            Route::Agent(AgentRoute::DebugStore) => "debug-store",
+            Route::Metadata(MetadataRoute::Token) => "token",
+            Route::Metadata(MetadataRoute::IamListing) => "iam",
+            Route::Metadata(MetadataRoute::IamInfo) => "iam-info",
+            Route::Metadata(MetadataRoute::RoleList) => "role-list",
+            Route::Metadata(MetadataRoute::RoleCredentials(_)) => "credentials",
+            Route::Metadata(MetadataRoute::ExtendedCredentials) => "credentials-extended",
+            Route::Metadata(MetadataRoute::IamOther) => "iam-other",
+            Route::Metadata(MetadataRoute::Proxy) => "proxy",
         }
     }
 }
 
-/// Routes a request. `deny` holds path prefixes relative to the version
-/// segment (`user-data`, `meta-data/identity-credentials/`), matched on whole
-/// segments.
-pub fn route<'a>(method: &Method, path: &'a str, deny: &[String]) -> Result<Route<'a>, RouteError> {
+/// Routes a request, or refuses it (malformed path, wrong method, a path on
+/// the deny-list, a token asked on a versioned path).
+pub fn route<'a>(
+    method: &Method,
+    path: &'a str,
+    origin: Origin,
+    deny: &DenyList,
+) -> Result<Route<'a>, Refusal> {
     check_path(path)?;
     let trimmed = path.strip_suffix('/').unwrap_or(path);
-    match trimmed {
-        "/healthz" => return only_get(method, Route::Healthz),
-        "/readyz" => return only_get(method, Route::Readyz),
-        "/debug/store" => return only_get(method, Route::DebugStore),
-        "/metrics" => return only_get(method, Route::Metrics),
-        _ => {}
+    if origin == Origin::Direct {
+        let agent = match trimmed {
+            "/healthz" => Some(AgentRoute::Healthz),
+            "/readyz" => Some(AgentRoute::Readyz),
+            "/metrics" => Some(AgentRoute::Metrics),
+            "/debug/store" => Some(AgentRoute::DebugStore),
+            _ => None,
+        };
+        if let Some(agent) = agent {
+            return only_get(method, Ok(Route::Agent(agent)));
+        }
     }
     let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
     if let [version, "api", "token"] = segments.as_slice() {
         if *method != Method::PUT {
-            return Err(RouteError::MethodNotAllowed);
+            return Err(Refusal::MethodNotAllowed);
         }
-        return Ok(if *version == "latest" {
-            Route::Token
+        return if *version == "latest" {
+            Ok(Route::Metadata(MetadataRoute::Token))
         } else {
-            Route::VersionedToken
-        });
+            Err(Refusal::VersionedToken)
+        };
     }
     let route = match segments.as_slice() {
-        [_, "meta-data", "iam"] => Route::IamListing,
-        [_, "meta-data", "iam", "info"] => Route::IamInfo,
-        [_, "meta-data", "iam", "security-credentials"] => Route::RoleList,
-        [_, "meta-data", "iam", "security-credentials", name] => Route::RoleCredentials(name),
-        [_, "meta-data", "iam", "security-credentials-extended", ..] => Route::ExtendedCredentials,
-        [_, "meta-data", "iam", ..] => Route::IamOther,
-        [_, rest @ ..] if is_denied(rest, deny) => Route::Denied,
-        _ => Route::Proxy,
+        [_, first, second, rest @ ..]
+            if first.eq_ignore_ascii_case("meta-data") && second.eq_ignore_ascii_case("iam") =>
+        {
+            iam_route(first, second, rest)
+        }
+        [_, rest @ ..] if deny.denies(rest) => return only_get(method, Err(Refusal::DenyList)),
+        _ => MetadataRoute::Proxy,
     };
-    only_get(method, route)
+    only_get(method, Ok(Route::Metadata(route)))
 }
 
-fn only_get<'a>(method: &Method, route: Route<'a>) -> Result<Route<'a>, RouteError> {
+/// Everything under `meta-data/iam/` is answered by the agent: the node's
+/// credentials and instance profile live there.
+fn iam_route<'a>(first: &str, second: &str, rest: &[&'a str]) -> MetadataRoute<'a> {
+    if first != "meta-data" || second != "iam" {
+        return MetadataRoute::IamOther;
+    }
+    match rest {
+        [] => MetadataRoute::IamListing,
+        ["info"] => MetadataRoute::IamInfo,
+        ["security-credentials"] => MetadataRoute::RoleList,
+        ["security-credentials", name] => MetadataRoute::RoleCredentials(name),
+        ["security-credentials-extended", ..] => MetadataRoute::ExtendedCredentials,
+        _ => MetadataRoute::IamOther,
+    }
+}
+
+fn only_get<T>(method: &Method, routed: Result<T, Refusal>) -> Result<T, Refusal> {
     if *method == Method::GET || *method == Method::HEAD {
-        Ok(route)
+        routed
     } else {
-        Err(RouteError::MethodNotAllowed)
+        Err(Refusal::MethodNotAllowed)
     }
 }
 
 /// Real metadata paths are plain: no escapes, no empty or dot segments.
 /// Refusing the rest means no encoding trick can reach a path the router
 /// did not see (`/latest/meta-data/iam/../iam/info`, `%2F`).
-fn check_path(path: &str) -> Result<(), RouteError> {
+fn check_path(path: &str) -> Result<(), Refusal> {
     if !path.starts_with('/') || path.len() > MAX_PATH_LEN || path.contains("//") {
-        return Err(RouteError::BadPath);
+        return Err(Refusal::MalformedPath);
     }
     let plain = path
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'\\');
     if !plain {
-        return Err(RouteError::BadPath);
+        return Err(Refusal::MalformedPath);
     }
     let body = path.strip_suffix('/').unwrap_or(path);
     if body.len() > 1
@@ -127,120 +223,10 @@ fn check_path(path: &str) -> Result<(), RouteError> {
             .split('/')
             .any(|s| s.is_empty() || s == "." || s == "..")
     {
-        return Err(RouteError::BadPath);
+        return Err(Refusal::MalformedPath);
     }
     Ok(())
 }
 
-fn is_denied(rest: &[&str], deny: &[String]) -> bool {
-    deny.iter().any(|prefix| {
-        let prefix: Vec<&str> = prefix
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        !prefix.is_empty() && rest.starts_with(&prefix)
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deny() -> Vec<String> {
-        vec!["user-data".into(), "meta-data/identity-credentials/".into()]
-    }
-
-    fn get(path: &str) -> Result<Route<'_>, RouteError> {
-        route(&Method::GET, path, &deny())
-    }
-
-    #[test]
-    fn credential_paths_with_and_without_trailing_slash() {
-        let list = "/latest/meta-data/iam/security-credentials";
-        assert_eq!(get(list), Ok(Route::RoleList));
-        assert_eq!(
-            get("/latest/meta-data/iam/security-credentials/"),
-            Ok(Route::RoleList)
-        );
-        assert_eq!(
-            get("/2021-03-23/meta-data/iam/security-credentials/reader"),
-            Ok(Route::RoleCredentials("reader"))
-        );
-        assert_eq!(
-            get("/latest/meta-data/iam/security-credentials-extended/reader"),
-            Ok(Route::ExtendedCredentials)
-        );
-        assert_eq!(get("/latest/meta-data/iam/info"), Ok(Route::IamInfo));
-        assert_eq!(get("/latest/meta-data/iam/"), Ok(Route::IamListing));
-        assert_eq!(
-            get("/latest/meta-data/iam/security-credentials/a/b"),
-            Ok(Route::IamOther)
-        );
-    }
-
-    #[test]
-    fn tokens_only_by_put_on_latest() {
-        assert_eq!(
-            route(&Method::PUT, "/latest/api/token", &[]),
-            Ok(Route::Token)
-        );
-        assert_eq!(
-            route(&Method::PUT, "/2021-03-23/api/token", &[]),
-            Ok(Route::VersionedToken)
-        );
-        assert_eq!(
-            route(&Method::GET, "/latest/api/token", &[]),
-            Err(RouteError::MethodNotAllowed)
-        );
-        assert_eq!(
-            route(&Method::PUT, "/latest/meta-data/", &[]),
-            Err(RouteError::MethodNotAllowed)
-        );
-        assert_eq!(
-            route(&Method::POST, "/latest/meta-data/", &[]),
-            Err(RouteError::MethodNotAllowed)
-        );
-    }
-
-    #[test]
-    fn deny_list_matches_whole_segments() {
-        assert_eq!(get("/latest/user-data"), Ok(Route::Denied));
-        assert_eq!(get("/latest/user-data/"), Ok(Route::Denied));
-        assert_eq!(
-            get("/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance"),
-            Ok(Route::Denied)
-        );
-        assert_eq!(get("/latest/meta-data/instance-id"), Ok(Route::Proxy));
-        assert_eq!(get("/latest/user-data-other"), Ok(Route::Proxy));
-        assert_eq!(
-            route(&Method::GET, "/latest/user-data", &[]),
-            Ok(Route::Proxy)
-        );
-    }
-
-    #[test]
-    fn tricky_paths_are_refused() {
-        for path in [
-            "latest/meta-data",
-            "/latest/meta-data/iam/../iam/info",
-            "/latest/meta-data/./iam/info",
-            "/latest//user-data",
-            "//",
-            "/latest/meta-data//",
-            "/latest/user%2Ddata",
-            "/latest/meta-data/iam/security-credentials%2Freader",
-            "/latest/meta\\data",
-        ] {
-            assert_eq!(get(path), Err(RouteError::BadPath), "{path}");
-        }
-    }
-
-    #[test]
-    fn agent_endpoints() {
-        assert_eq!(get("/healthz"), Ok(Route::Healthz));
-        assert_eq!(get("/readyz"), Ok(Route::Readyz));
-        assert_eq!(get("/debug/store"), Ok(Route::DebugStore));
-        assert_eq!(get("/"), Ok(Route::Proxy));
-    }
-}
+mod tests;

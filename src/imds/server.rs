@@ -1,5 +1,5 @@
-//! The accept loop: HTTP/1.1 on one listener, with header-read timeouts and
-//! a graceful drain on shutdown.
+//! The accept loop: HTTP/1.1 on one listener, with caps on open
+//! connections, header-read timeouts, bounded buffers and a graceful drain.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,17 +10,21 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
+use super::connection::Connection;
 use super::handler::{Listener, MetadataService};
+use crate::entitlement::canonical;
 
-/// Slow clients get this long to send their request headers.
+/// Slow clients get this long to send their request headers (and an idle
+/// connection this long to send its first byte).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests in flight at shutdown get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on a request head; metadata requests are a few hundred bytes.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// What one connection may buffer: hyper's minimum. Metadata requests are a
+/// few hundred bytes; a larger head is refused.
+const MAX_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Serves `listener` until `shutdown` completes, then drains connections.
 pub async fn serve(
@@ -35,7 +39,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_BUFFER_BYTES)
+        .writev(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -49,14 +54,41 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let caller = canonical(peer.ip());
+        let connection = Connection::of(&stream, peer);
+        let node_local = caller == canonical(connection.local.ip());
+        let admitted = match service.connections.admit(caller, node_local) {
+            Ok(admitted) => admitted,
+            Err(over) => {
+                refuse_at_accept(&service, stream, caller, over.label());
+                continue;
+            }
+        };
+        // A caller whose request budget is spent is refused before any
+        // HTTP is parsed: a reconnecting flood costs a handshake each.
+        if !service.request_limit.has_budget(caller) {
+            refuse_at_accept(&service, stream, caller, "rate-limited");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let handler = service_fn(move |request: hyper::Request<Incoming>| {
             let service = service.clone();
-            async move { Ok::<_, std::convert::Infallible>(service.handle(request, peer, kind).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(service.handle(request, &connection, kind).await)
+            }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), handler));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _admitted = admitted;
+            // Until the first byte arrives the connection costs a socket
+            // and this task, not an HTTP parser and its buffers.
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), handler));
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");
             }
@@ -69,4 +101,20 @@ pub async fn serve(
     {
         warn!("connections still open after the drain timeout; closing them");
     }
+}
+
+/// Closes a connection at once with a reset, counted and logged (sampled).
+fn refuse_at_accept(
+    service: &MetadataService,
+    stream: TcpStream,
+    caller: std::net::IpAddr,
+    reason: &'static str,
+) {
+    // A zero linger resets the connection instead of leaving it in
+    // TIME_WAIT; it does not block, which is what the deprecation is about.
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    drop(stream);
+    service.metrics.connection_refused(reason);
+    service.decisions.connection_refused(caller, reason);
 }

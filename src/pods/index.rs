@@ -124,6 +124,11 @@ impl PodIndex {
         self.pods.values()
     }
 
+    /// Every IP some live pod claims.
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.by_ip.keys().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.pods.len()
     }

@@ -6,10 +6,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use thiserror::Error;
 use tokio::sync::watch;
 
+use super::health::{IndexHealth, WatchHealth, WatchKind};
 use super::index::{IpLookup, NamespaceIndex, PodIndex};
 use super::info::{AnnotationKeys, PodInfo, PodKey};
 use crate::roles::{NamespacePolicy, PolicyFormat};
@@ -30,6 +33,11 @@ pub enum LookupError {
     Unknown(IpAddr),
     #[error("IP {ip} is claimed by several pods: {}", pods.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     Conflict { ip: IpAddr, pods: Vec<PodKey> },
+    #[error("the {} watch has been broken for {:.1}s, longer than --max-index-staleness; waiting for a relist", .kind.label(), .broken_for.as_secs_f64())]
+    Stale {
+        kind: WatchKind,
+        broken_for: Duration,
+    },
 }
 
 impl LookupError {
@@ -38,6 +46,7 @@ impl LookupError {
             LookupError::NotReady => "index-not-ready",
             LookupError::Unknown(_) => "unknown-ip",
             LookupError::Conflict { .. } => "ip-conflict",
+            LookupError::Stale { .. } => "index-stale",
         }
     }
 }
@@ -49,6 +58,17 @@ struct State {
     pods_synced: bool,
     namespaces_synced: bool,
     ready: bool,
+    pods_watch: WatchHealth,
+    namespaces_watch: WatchHealth,
+}
+
+impl State {
+    fn watch(&mut self, kind: WatchKind) -> &mut WatchHealth {
+        match kind {
+            WatchKind::Pods => &mut self.pods_watch,
+            WatchKind::Namespaces => &mut self.namespaces_watch,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -59,6 +79,8 @@ pub struct PodStore {
     /// `Some` when namespace restrictions are on: namespaces are watched and
     /// readiness waits for their initial list too.
     policy_format: Option<PolicyFormat>,
+    /// `--max-index-staleness`; `None`: a broken watch never stops answers.
+    max_staleness: Option<Duration>,
 }
 
 impl PodStore {
@@ -70,11 +92,21 @@ impl PodStore {
                 pods_synced: false,
                 namespaces_synced: false,
                 ready: false,
+                pods_watch: WatchHealth::default(),
+                namespaces_watch: WatchHealth::default(),
             }),
             generation: watch::channel(0).0,
             keys,
             policy_format,
+            max_staleness: None,
         }
+    }
+
+    /// Refuse index answers once a watch has been broken longer than `max`
+    /// (until a relist completes); `None` or zero: never.
+    pub fn with_max_staleness(mut self, max: Option<Duration>) -> Self {
+        self.max_staleness = max.filter(|max| !max.is_zero());
+        self
     }
 
     pub fn watches_namespaces(&self) -> bool {
@@ -102,6 +134,9 @@ impl PodStore {
         if !state.ready {
             return Err(LookupError::NotReady);
         }
+        if let Some(error) = self.staleness(&state, Instant::now()) {
+            return Err(error);
+        }
         match state.pods.lookup(ip) {
             IpLookup::Found(pod) => Ok(Self::view(&state, pod)),
             IpLookup::Unknown => Err(LookupError::Unknown(ip)),
@@ -126,6 +161,55 @@ impl PodStore {
                 Ok(Err(_)) | Err(_) => return Err(error),
             }
         }
+    }
+
+    /// Ready and not stale: lookups may succeed.
+    pub fn is_answerable(&self) -> bool {
+        let state = self.read();
+        state.ready && self.staleness(&state, Instant::now()).is_none()
+    }
+
+    /// Whether any live pod claims `ip` (alone or with others).
+    pub fn claims(&self, ip: IpAddr) -> bool {
+        !matches!(self.read().pods.lookup(ip), IpLookup::Unknown)
+    }
+
+    /// Every IP the index holds a live pod for (conflicting ones included).
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.read().pods.ips().collect()
+    }
+
+    /// The watches' health and whether the index may be answered from.
+    pub fn health(&self) -> IndexHealth {
+        let state = self.read();
+        let now = Instant::now();
+        let mut watches = vec![state.pods_watch.report(WatchKind::Pods, now)];
+        if self.watches_namespaces() {
+            watches.push(state.namespaces_watch.report(WatchKind::Namespaces, now));
+        }
+        IndexHealth {
+            ready: state.ready,
+            stale: self.staleness(&state, now).is_some(),
+            max_staleness_seconds: self.max_staleness.map(|max| max.as_secs_f64()),
+            watches,
+        }
+    }
+
+    /// The API server answered on `kind`'s watch (an event or bookmark).
+    pub fn watch_contact(&self, kind: WatchKind) {
+        self.write().watch(kind).contact(Instant::now());
+    }
+
+    /// `kind`'s events stopped flowing at `since`.
+    pub fn watch_broken(&self, kind: WatchKind, since: Instant) {
+        self.write().watch(kind).broken(since);
+    }
+
+    /// A new stream of `kind` is open. False when the break outlasted
+    /// `--max-index-staleness`: the caller must relist.
+    pub fn watch_reconnected(&self, kind: WatchKind) -> bool {
+        let max = self.max_staleness;
+        self.write().watch(kind).reconnected(Instant::now(), max)
     }
 
     /// Every indexed pod with its namespace policy.
@@ -172,6 +256,7 @@ impl PodStore {
     pub fn finish_pod_relist(&self) -> usize {
         self.finish_relist(|state| {
             state.pods_synced = true;
+            state.pods_watch.relisted(Instant::now());
             state.pods.finish_relist()
         })
     }
@@ -206,6 +291,7 @@ impl PodStore {
     pub fn finish_namespace_relist(&self) -> usize {
         self.finish_relist(|state| {
             state.namespaces_synced = true;
+            state.namespaces_watch.relisted(Instant::now());
             state.namespaces.finish_relist()
         })
     }
@@ -222,6 +308,20 @@ impl PodStore {
         };
         self.bump_if(true);
         removed
+    }
+
+    /// The refusal a stale index gives, if it is stale at `now`.
+    fn staleness(&self, state: &State, now: Instant) -> Option<LookupError> {
+        let stale = |kind: WatchKind, health: &WatchHealth| {
+            health
+                .stale_for(now, self.max_staleness)
+                .map(|broken_for| LookupError::Stale { kind, broken_for })
+        };
+        stale(WatchKind::Pods, &state.pods_watch).or_else(|| {
+            self.watches_namespaces()
+                .then(|| stale(WatchKind::Namespaces, &state.namespaces_watch))
+                .flatten()
+        })
     }
 
     fn view(state: &State, pod: Arc<PodInfo>) -> PodView {

@@ -1,58 +1,74 @@
-//! kube-rs watchers that keep the [`PodStore`] current.
+//! The list-and-watch loops that keep the [`PodStore`] current.
+//!
+//! Written on kube's `list` and `watch` calls rather than kube-runtime's
+//! `watcher` because the index's health needs what `watcher` hides: every
+//! bookmark (the API server's "still here" on a quiet watch), the moment a
+//! stream is open again after a break, and the choice to relist after a
+//! break longer than `--max-index-staleness` instead of resuming.
 
+use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client};
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::health::WatchKind;
 use super::store::PodStore;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::KindLabels;
 
+/// Server-side limit of one watch call (kube's default).
+const WATCH_TIMEOUT_SECONDS: u32 = 290;
+/// A stream with no event or bookmark for this long is presumed dead (a
+/// silent partition) and reopened. API servers send a bookmark about once a
+/// minute on a quiet watch.
+const IDLE_LIMIT: Duration = Duration::from_secs(150);
+const PAGE_SIZE: u32 = 500;
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Error)]
 pub enum WatchError {
-    #[error("the {0} watch stream ended")]
+    #[error("the {0} watch task stopped")]
     Ended(&'static str),
 }
 
 /// Starts the pod watch (restricted to `node` when given) and, with
 /// namespace restrictions on, the namespace watch. The tasks run until the
-/// runtime stops; errors are retried with kube-rs' default backoff.
+/// runtime stops; failures are retried with backoff.
 pub fn spawn_watchers(
     client: Client,
     node: Option<&str>,
     store: Arc<PodStore>,
     metrics: Arc<Metrics>,
 ) -> Vec<JoinHandle<WatchError>> {
-    let mut config = watcher::Config::default();
-    if let Some(node) = node {
-        config = config.fields(&format!("spec.nodeName={node}"));
-    }
-    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config).default_backoff();
-    let mut tasks = vec![tokio::spawn(drive(
-        "pods",
-        pods,
-        store.clone(),
-        PodSink,
-        metrics.clone(),
-    ))];
+    let selector = node.map(|node| format!("spec.nodeName={node}"));
+    let pods = Loop {
+        api: Api::<Pod>::all(client.clone()),
+        selector,
+        kind: WatchKind::Pods,
+        store: store.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut tasks = vec![tokio::spawn(pods.run(PodSink))];
     if store.watches_namespaces() {
-        let namespaces =
-            watcher::watcher(Api::<Namespace>::all(client), watcher::Config::default())
-                .default_backoff();
-        tasks.push(tokio::spawn(drive(
-            "namespaces",
-            namespaces,
+        let namespaces = Loop {
+            api: Api::<Namespace>::all(client),
+            selector: None,
+            kind: WatchKind::Namespaces,
             store,
-            NamespaceSink,
             metrics,
-        )));
+        };
+        tasks.push(tokio::spawn(namespaces.run(NamespaceSink)));
     }
     tasks
 }
@@ -98,43 +114,205 @@ impl Sink<Namespace> for NamespaceSink {
     }
 }
 
-async fn drive<K, S>(
-    kind: &'static str,
-    events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+/// How one watch stream ended.
+enum StreamEnd {
+    /// Closed by the server or found idle: resume from `version` at once.
+    Closed,
+    /// Failed: resume from `version` after a backoff.
+    Failed(String),
+    /// The version is gone (410) or the break was too long: list again.
+    Relist(&'static str),
+}
+
+struct Loop<K: Resource> {
+    api: Api<K>,
+    selector: Option<String>,
+    kind: WatchKind,
     store: Arc<PodStore>,
-    sink: S,
     metrics: Arc<Metrics>,
-) -> WatchError
+}
+
+impl<K> Loop<K>
 where
-    S: Sink<K>,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let mut events = std::pin::pin!(events);
-    let mut listed = 0usize;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::Init) => {
-                listed = 0;
-                sink.begin(&store);
-            }
-            Ok(Event::InitApply(object)) => {
-                listed += 1;
-                sink.apply(&store, &object);
-            }
-            Ok(Event::InitDone) => {
-                let removed = sink.finish(&store);
-                metrics.relists.get_or_create(&KindLabels { kind }).inc();
-                info!(kind, listed, removed, "watch (re)listed");
-            }
-            Ok(Event::Apply(object)) => sink.apply(&store, &object),
-            Ok(Event::Delete(object)) => sink.delete(&store, &object),
-            Err(error) => {
-                warn!(kind, %error, "watch failed; retrying with backoff");
-                metrics
-                    .watch_restarts
-                    .get_or_create(&KindLabels { kind })
-                    .inc();
+    async fn run(self, sink: impl Sink<K>) -> WatchError {
+        let mut failures = 0u32;
+        let mut version: Option<String> = None;
+        loop {
+            let from = match version.take() {
+                Some(from) => from,
+                None => match self.list(&sink).await {
+                    Ok(listed) => {
+                        failures = 0;
+                        listed
+                    }
+                    Err(error) => {
+                        self.failed("list", &error.to_string(), &mut failures).await;
+                        continue;
+                    }
+                },
+            };
+            let mut current = from;
+            match self.watch(&sink, &mut current, &mut failures).await {
+                StreamEnd::Closed => version = Some(current),
+                StreamEnd::Failed(error) => {
+                    self.failed("watch", &error, &mut failures).await;
+                    version = Some(current);
+                }
+                StreamEnd::Relist(why) => {
+                    info!(kind = self.kind.label(), why, "relisting");
+                }
             }
         }
     }
-    WatchError::Ended(kind)
+
+    /// Lists every object (in pages) into the store; returns the list's
+    /// resourceVersion to watch from.
+    async fn list(&self, sink: &impl Sink<K>) -> Result<String, kube::Error> {
+        let mut params = ListParams::default().limit(PAGE_SIZE);
+        if let Some(selector) = &self.selector {
+            params = params.fields(selector);
+        }
+        let mut listed = 0usize;
+        let mut begun = false;
+        loop {
+            let page = self.api.list(&params).await?;
+            if !begun {
+                sink.begin(&self.store);
+                begun = true;
+            }
+            for object in &page.items {
+                sink.apply(&self.store, object);
+            }
+            listed += page.items.len();
+            match page.metadata.continue_.as_deref().filter(|t| !t.is_empty()) {
+                Some(token) => params = params.continue_token(token),
+                None => {
+                    let removed = sink.finish(&self.store);
+                    let kind = self.kind.label();
+                    self.metrics
+                        .relists
+                        .get_or_create(&KindLabels { kind })
+                        .inc();
+                    info!(kind, listed, removed, "watch (re)listed");
+                    return Ok(page.metadata.resource_version.unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    /// Watches from `version`, applying events and advancing `version`,
+    /// until the stream ends. An opened stream resets `failures`.
+    async fn watch(
+        &self,
+        sink: &impl Sink<K>,
+        version: &mut String,
+        failures: &mut u32,
+    ) -> StreamEnd {
+        let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECONDS);
+        if let Some(selector) = &self.selector {
+            params = params.fields(selector);
+        }
+        let stream = match self.api.watch(&params, version).await {
+            Ok(stream) => stream,
+            Err(kube::Error::Api(status)) if status.code == 410 => {
+                self.store.watch_broken(self.kind, Instant::now());
+                return StreamEnd::Relist("the resource version is too old (410)");
+            }
+            Err(error) => {
+                self.store.watch_broken(self.kind, Instant::now());
+                return StreamEnd::Failed(error.to_string());
+            }
+        };
+        *failures = 0;
+        if !self.store.watch_reconnected(self.kind) {
+            return StreamEnd::Relist("the watch was broken longer than --max-index-staleness");
+        }
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let Ok(next) = tokio::time::timeout(IDLE_LIMIT, stream.next()).await else {
+                self.store.watch_broken(self.kind, Instant::now());
+                warn!(
+                    kind = self.kind.label(),
+                    idle_s = IDLE_LIMIT.as_secs(),
+                    "no event or bookmark; reopening the watch"
+                );
+                return StreamEnd::Closed;
+            };
+            let event = match next {
+                None => {
+                    self.store.watch_broken(self.kind, Instant::now());
+                    return StreamEnd::Closed;
+                }
+                Some(Ok(event)) => event,
+                Some(Err(error)) => {
+                    self.store.watch_broken(self.kind, Instant::now());
+                    return StreamEnd::Failed(error.to_string());
+                }
+            };
+            match event {
+                WatchEvent::Added(object) | WatchEvent::Modified(object) => {
+                    advance(version, object.resource_version());
+                    sink.apply(&self.store, &object);
+                }
+                WatchEvent::Deleted(object) => {
+                    advance(version, object.resource_version());
+                    sink.delete(&self.store, &object);
+                }
+                WatchEvent::Bookmark(bookmark) => {
+                    advance(version, Some(bookmark.metadata.resource_version));
+                }
+                WatchEvent::Error(status) => {
+                    self.store.watch_broken(self.kind, Instant::now());
+                    if status.code == 410 {
+                        return StreamEnd::Relist("the resource version is too old (410)");
+                    }
+                    return StreamEnd::Failed(format!("{} ({})", status.message, status.code));
+                }
+            }
+            self.store.watch_contact(self.kind);
+        }
+    }
+
+    /// Counts and logs a failure, then waits out the backoff.
+    async fn failed(&self, what: &'static str, error: &str, failures: &mut u32) {
+        *failures = failures.saturating_add(1);
+        let delay = retry_delay(*failures);
+        let kind = self.kind.label();
+        warn!(kind, what, %error, retry_in_ms = delay.as_millis() as u64, "watch failed; retrying");
+        self.metrics
+            .watch_restarts
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn advance(version: &mut String, next: Option<String>) {
+    if let Some(next) = next.filter(|v| !v.is_empty()) {
+        *version = next;
+    }
+}
+
+/// Exponential backoff with jitter in its upper half, so that the agents of
+/// a fleet do not come back to a recovering API server in step.
+fn retry_delay(failures: u32) -> Duration {
+    let exponential = FIRST_RETRY.saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1));
+    exponential
+        .min(MAX_RETRY)
+        .mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        assert!(retry_delay(1) <= FIRST_RETRY);
+        assert!(retry_delay(3) >= FIRST_RETRY * 2);
+        assert!(retry_delay(30) <= MAX_RETRY);
+        assert!(retry_delay(30) >= MAX_RETRY / 2);
+    }
 }

@@ -8,6 +8,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::AtomicU64;
+
+use crate::pods::IndexHealth;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -67,6 +70,13 @@ pub struct Metrics {
     pub watch_restarts: Family<KindLabels, Counter>,
     pub relists: Family<KindLabels, Counter>,
     pub rules_installed: Gauge,
+    pub grants: Family<ResultLabels, Counter>,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub connections_open: Gauge,
+    pub index_stale: Gauge,
+    pub watch_streaming: Family<KindLabels, Gauge>,
+    pub watch_contact_age: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    pub watch_reconnects: Family<KindLabels, Gauge>,
 }
 
 /// 0.1 ms to ~3.3 s: cached answers take well under a millisecond, STS
@@ -92,6 +102,13 @@ impl Metrics {
             watch_restarts: Family::default(),
             relists: Family::default(),
             rules_installed: Gauge::default(),
+            grants: Family::default(),
+            connections_refused: Family::default(),
+            connections_open: Gauge::default(),
+            index_stale: Gauge::default(),
+            watch_streaming: Family::default(),
+            watch_contact_age: Family::default(),
+            watch_reconnects: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +176,41 @@ impl Metrics {
             "1 while iamlet's DNAT rules are installed by this agent",
             metrics.rules_installed.clone(),
         );
+        registry.register(
+            "credential_grants",
+            "Credentials served to pods: logged (a new grant, in the decision log) or repeat (the same pod and credentials again, counted only)",
+            metrics.grants.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by reason (per-source-limit, total-limit, rate-limited)",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections open to the agent's listeners",
+            metrics.connections_open.clone(),
+        );
+        registry.register(
+            "index_stale",
+            "1 while a watch has been broken longer than --max-index-staleness and index answers are refused",
+            metrics.index_stale.clone(),
+        );
+        registry.register(
+            "watch_streaming",
+            "1 while the watch has an open stream, by kind",
+            metrics.watch_streaming.clone(),
+        );
+        registry.register(
+            "watch_contact_age_seconds",
+            "Seconds since the last list, event, bookmark or stream opening, by kind",
+            metrics.watch_contact_age.clone(),
+        );
+        registry.register(
+            "watch_reconnects",
+            "Watch streams opened again after a break, by kind",
+            metrics.watch_reconnects.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version, commit }).set(1);
         registry.register(
@@ -191,6 +243,29 @@ impl Metrics {
             })
             .inc();
         self.sts_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Mirrors the index's health into its gauges (at scrape time).
+    pub fn index_health(&self, health: &IndexHealth) {
+        self.index_stale.set(i64::from(health.stale));
+        for watch in &health.watches {
+            let labels = KindLabels { kind: watch.kind };
+            self.watch_streaming
+                .get_or_create(&labels)
+                .set(i64::from(watch.streaming));
+            self.watch_contact_age
+                .get_or_create(&labels)
+                .set(watch.seconds_since_contact.unwrap_or(-1.0));
+            self.watch_reconnects
+                .get_or_create(&labels)
+                .set(i64::try_from(watch.reconnects).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn deny(&self, reason: &'static str) {

@@ -111,7 +111,10 @@ impl Agent {
         self.request(source, "GET", path, &[]).await
     }
 
+    /// The agent's log so far. Its lines are written by a writer thread:
+    /// give it a moment to catch up with the request just answered.
     pub fn logs(&self) -> String {
+        std::thread::sleep(Duration::from_millis(150));
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

@@ -110,3 +110,13 @@ impl Node {
 pub fn socket(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("IP literal"), port)
 }
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -23,7 +23,17 @@ pub enum StsFault {
     Unavailable,
     /// 400 with STS's `Throttling` error.
     Throttle,
+    /// 403 `AccessDenied`, whose message names the node's role and instance
+    /// id, as real STS's does.
+    AccessDenied,
+    /// Passed to moto with `DurationSeconds` cut to 600: STS answers with
+    /// credentials that expire sooner than the agent may serve.
+    ShortLived,
 }
+
+/// The node identity real STS names in an AccessDenied message.
+pub const NODE_ROLE_IN_STS_ERROR: &str =
+    "arn:aws:sts::123456789012:assumed-role/node-instance-role/i-0123456789abcdef0";
 
 pub struct Moto {
     child: Child,
@@ -162,15 +172,23 @@ impl Recorder {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut text = String::from_utf8_lossy(&body).into_owned();
         let assume_role = text.contains("Action=AssumeRole");
-        self.calls.lock().unwrap().push(text);
+        self.calls.lock().unwrap().push(text.clone());
         let delay = self.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let fault = *self.fault.lock().unwrap();
-        if assume_role && fault != StsFault::None {
+        let mut body = body;
+        if assume_role && fault == StsFault::ShortLived {
+            text = regex::Regex::new("DurationSeconds=[0-9]+")
+                .unwrap()
+                .replace(&text, "DurationSeconds=600")
+                .into_owned();
+            parts.headers.remove("content-length");
+            body = Bytes::from(text);
+        } else if assume_role && fault != StsFault::None {
             return fault_response(fault);
         }
         let path = parts
@@ -213,7 +231,21 @@ fn fault_response(fault: StsFault) -> hyper::Response<Full<Bytes>> {
                 .insert("content-type", "text/xml".parse().unwrap());
             response
         }
-        StsFault::Unavailable | StsFault::None => {
+        StsFault::AccessDenied => {
+            let body = format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                 <Code>AccessDenied</Code><Message>User: {NODE_ROLE_IN_STS_ERROR} is not authorized to perform: \
+                 sts:AssumeRole on resource: arn:aws:iam::123456789012:role/denied</Message></Error>\
+                 <RequestId>r</RequestId></ErrorResponse>"
+            );
+            let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = hyper::StatusCode::FORBIDDEN;
+            response
+                .headers_mut()
+                .insert("content-type", "text/xml".parse().unwrap());
+            response
+        }
+        StsFault::Unavailable | StsFault::None | StsFault::ShortLived => {
             status(hyper::StatusCode::SERVICE_UNAVAILABLE, "")
         }
     }

@@ -292,6 +292,8 @@ impl SimNode {
 
     /// The log of the latest agent.
     pub fn agent_log(&self) -> String {
+        // Written by the agent's log thread: let it catch up.
+        std::thread::sleep(std::time::Duration::from_millis(150));
         std::fs::read_to_string(self.agent_log_path(self.agent_logs)).unwrap_or_default()
     }
 

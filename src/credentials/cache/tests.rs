@@ -41,6 +41,7 @@ impl AssumeRole for FakeSts {
                 session_token: Secret::new("token"),
                 expiration: now + duration,
                 issued: now,
+                grant_memo: Default::default(),
             })
         })
     }

@@ -1,0 +1,318 @@
+//! Every way a request is refused, with its HTTP status, metric label and
+//! log text in one place.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::credentials::{StsError, StsErrorKind};
+use crate::pods::{LookupError, PodKey};
+use crate::roles::{RoleArn, RoleError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The index cannot name exactly one pod for the caller, or may not be
+    /// answered from (not ready, stale).
+    Lookup(LookupError),
+    /// The pod has no role annotation and there is no default role.
+    NoRole {
+        pod: PodKey,
+    },
+    /// The pod's role annotation or its namespace's allow-list refuses it.
+    Role {
+        pod: PodKey,
+        error: RoleError,
+    },
+    /// Credentials asked for by the name of a role that is not the pod's.
+    NotThePodsRole {
+        pod: PodKey,
+        role: RoleArn,
+        requested: String,
+    },
+    /// STS would not give the pod's role to the node, or could not be asked.
+    Sts(Box<StsFailure>),
+    MalformedPath,
+    MethodNotAllowed,
+    /// A path on the deny-list (`--metadata-deny` and the defaults).
+    DenyList,
+    /// The caller's per-address request budget is spent.
+    RateLimited,
+    /// The caller's budget for requests passed to the real service is spent.
+    ProxyRateLimited,
+    InvalidToken,
+    Imdsv2Required,
+    /// A token request that went through a proxy (`X-Forwarded-For`).
+    ForwardedTokenRequest,
+    /// `PUT /<version>/api/token`: the real service refuses it too.
+    VersionedToken,
+    InvalidTokenTtl,
+    /// An agent route (`/debug`, `/metrics`, ...) asked through the DNAT, by
+    /// a pod or from off the node; or a metadata route on the metrics port.
+    NotForCaller,
+}
+
+/// A failed AssumeRole for a pod's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsFailure {
+    pub pod: PodKey,
+    pub role: RoleArn,
+    pub error: StsError,
+}
+
+/// What a pod reads in a credential error document: a stable code and a
+/// short message that names nothing of the node (its role, instance id,
+/// account) and none of STS's own text, which does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Lookup(LookupError::NotReady | LookupError::Stale { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::Lookup(LookupError::Unknown(_) | LookupError::Conflict { .. }) => {
+                StatusCode::NOT_FOUND
+            }
+            Refusal::NoRole { .. } => StatusCode::NOT_FOUND,
+            Refusal::Role { error, .. } => match error {
+                RoleError::NotAllowed { .. } | RoleError::InvalidNamespacePolicy { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                RoleError::InvalidArn { .. }
+                | RoleError::NoBaseArn { .. }
+                | RoleError::InvalidExternalId { .. }
+                | RoleError::UnknownNamespace { .. } => StatusCode::NOT_FOUND,
+            },
+            Refusal::NotThePodsRole { .. } => StatusCode::FORBIDDEN,
+            Refusal::Sts(failure) => match failure.error.kind {
+                StsErrorKind::AccessDenied => StatusCode::FORBIDDEN,
+                StsErrorKind::Throttled | StsErrorKind::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                StsErrorKind::InvalidRequest | StsErrorKind::Other => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            Refusal::MalformedPath | Refusal::InvalidTokenTtl => StatusCode::BAD_REQUEST,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::DenyList | Refusal::ForwardedTokenRequest | Refusal::VersionedToken => {
+                StatusCode::FORBIDDEN
+            }
+            Refusal::RateLimited | Refusal::ProxyRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::InvalidToken | Refusal::Imdsv2Required => StatusCode::UNAUTHORIZED,
+            Refusal::NotForCaller => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A short, stable label for metrics and the log's `reason` field.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Lookup(error) => error.reason(),
+            Refusal::NoRole { .. } => "no-role",
+            Refusal::Role { error, .. } => error.reason(),
+            Refusal::NotThePodsRole { .. } => "not-the-pods-role",
+            Refusal::Sts(failure) => match failure.error.kind {
+                StsErrorKind::AccessDenied => "sts-access-denied",
+                StsErrorKind::Throttled => "sts-throttled",
+                StsErrorKind::Unavailable => "sts-unavailable",
+                StsErrorKind::InvalidRequest | StsErrorKind::Other => "sts-failed",
+            },
+            Refusal::MalformedPath => "malformed-path",
+            Refusal::MethodNotAllowed => "method-not-allowed",
+            Refusal::DenyList => "deny-list",
+            Refusal::RateLimited => "rate-limited",
+            Refusal::ProxyRateLimited => "proxy-rate-limited",
+            Refusal::InvalidToken => "invalid-token",
+            Refusal::Imdsv2Required => "imdsv2-required",
+            Refusal::ForwardedTokenRequest => "forwarded-token-request",
+            Refusal::VersionedToken => "versioned-token",
+            Refusal::InvalidTokenTtl => "invalid-token-ttl",
+            Refusal::NotForCaller => "not-for-caller",
+        }
+    }
+
+    /// The pod the refusal concerns, when one is known.
+    pub fn pod(&self) -> Option<&PodKey> {
+        match self {
+            Refusal::NoRole { pod }
+            | Refusal::Role { pod, .. }
+            | Refusal::NotThePodsRole { pod, .. } => Some(pod),
+            Refusal::Sts(failure) => Some(&failure.pod),
+            Refusal::Lookup(_)
+            | Refusal::MalformedPath
+            | Refusal::MethodNotAllowed
+            | Refusal::DenyList
+            | Refusal::RateLimited
+            | Refusal::ProxyRateLimited
+            | Refusal::InvalidToken
+            | Refusal::Imdsv2Required
+            | Refusal::ForwardedTokenRequest
+            | Refusal::VersionedToken
+            | Refusal::InvalidTokenTtl
+            | Refusal::NotForCaller => None,
+        }
+    }
+
+    /// Whether the pod watch may lift this refusal soon, so that a request
+    /// is worth holding for a moment.
+    pub fn may_lift(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Lookup(
+                LookupError::NotReady
+                    | LookupError::Unknown(_)
+                    | LookupError::Conflict { .. }
+                    | LookupError::Stale { .. }
+            )
+        )
+    }
+
+    /// Whether a flood of these may be logged in a sample only: refusals a
+    /// hostile or broken client can produce at will. Every credential
+    /// decision (and STS failure) is logged.
+    pub fn is_noise(&self) -> bool {
+        matches!(
+            self,
+            Refusal::MalformedPath
+                | Refusal::MethodNotAllowed
+                | Refusal::RateLimited
+                | Refusal::ProxyRateLimited
+                | Refusal::InvalidToken
+                | Refusal::Imdsv2Required
+                | Refusal::InvalidTokenTtl
+                | Refusal::NotForCaller
+        )
+    }
+
+    /// The error document a pod gets for a failed credential request.
+    pub fn pod_error(&self) -> Option<PodError> {
+        let Refusal::Sts(failure) = self else {
+            return None;
+        };
+        let name = failure.role.name();
+        let (code, message) = match failure.error.kind {
+            StsErrorKind::AccessDenied => (
+                "AssumeRoleDenied",
+                format!(
+                    "STS refused to assume role {name} for this pod: check the role's trust policy and the pod's external ID"
+                ),
+            ),
+            StsErrorKind::Throttled => (
+                "StsThrottled",
+                format!("STS is throttling this node's requests for role {name}; retry shortly"),
+            ),
+            StsErrorKind::Unavailable => (
+                "StsUnavailable",
+                format!("STS could not be reached to assume role {name}; retry shortly"),
+            ),
+            StsErrorKind::InvalidRequest | StsErrorKind::Other => (
+                "AssumeRoleFailed",
+                format!(
+                    "STS did not return usable credentials for role {name}; the node agent's log has the details"
+                ),
+            ),
+        };
+        Some(PodError { code, message })
+    }
+}
+
+/// The full reason, for the agent's own log (STS's text included).
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Lookup(error) => write!(f, "{error}"),
+            Refusal::NoRole { .. } => {
+                f.write_str("pod has no role annotation and there is no default role")
+            }
+            Refusal::Role { error, .. } => write!(f, "{error}"),
+            Refusal::NotThePodsRole {
+                role, requested, ..
+            } => write!(f, "asked for {requested:?}, but the pod's role is {role}"),
+            Refusal::Sts(failure) => {
+                write!(f, "AssumeRole {} failed: {}", failure.role, failure.error)
+            }
+            Refusal::MalformedPath => f.write_str("malformed path"),
+            Refusal::MethodNotAllowed => f.write_str("method not allowed"),
+            Refusal::DenyList => f.write_str("path is on the deny-list"),
+            Refusal::RateLimited => f.write_str("request rate limit exceeded"),
+            Refusal::ProxyRateLimited => f.write_str("proxy rate limit exceeded"),
+            Refusal::InvalidToken => f.write_str("invalid or expired IMDSv2 token"),
+            Refusal::Imdsv2Required => f.write_str("IMDSv2 token required"),
+            Refusal::ForwardedTokenRequest => f.write_str("token request carried X-Forwarded-For"),
+            Refusal::VersionedToken => f.write_str("token requested on a versioned path"),
+            Refusal::InvalidTokenTtl => f.write_str("missing or invalid token TTL header"),
+            Refusal::NotForCaller => f.write_str("route not offered to this caller"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role() -> RoleArn {
+        RoleArn::parse("arn:aws:iam::123456789012:role/app").unwrap()
+    }
+
+    fn sts(kind: StsErrorKind, code: &str) -> Refusal {
+        Refusal::Sts(Box::new(StsFailure {
+            pod: PodKey {
+                namespace: "ns".into(),
+                name: "p".into(),
+            },
+            role: role(),
+            error: StsError::new(
+                kind,
+                code,
+                "User: arn:aws:sts::123456789012:assumed-role/node-role/i-0abc is not authorized",
+            ),
+        }))
+    }
+
+    #[test]
+    fn sts_errors_reach_pods_without_node_details() {
+        for (kind, code) in [
+            (StsErrorKind::AccessDenied, "AccessDenied"),
+            (StsErrorKind::Throttled, "Throttling"),
+            (StsErrorKind::Unavailable, "Timeout"),
+            (StsErrorKind::InvalidRequest, "ValidationError"),
+            (StsErrorKind::Other, "Weird"),
+        ] {
+            let refusal = sts(kind, code);
+            let error = refusal.pod_error().unwrap();
+            for secret in ["node-role", "i-0abc", "123456789012", "not authorized"] {
+                assert!(
+                    !error.message.contains(secret),
+                    "{kind:?}: {}",
+                    error.message
+                );
+            }
+            assert!(
+                refusal.to_string().contains("i-0abc"),
+                "the log keeps STS's text"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_by_sts_differs_from_an_outage() {
+        let denied = sts(StsErrorKind::AccessDenied, "AccessDenied");
+        let down = sts(StsErrorKind::Unavailable, "Timeout");
+        let throttled = sts(StsErrorKind::Throttled, "Throttling");
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(throttled.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let codes: Vec<&str> = [&denied, &down, &throttled]
+            .iter()
+            .map(|r| r.pod_error().unwrap().code)
+            .collect();
+        assert_eq!(
+            codes,
+            ["AssumeRoleDenied", "StsUnavailable", "StsThrottled"]
+        );
+    }
+}

@@ -1,0 +1,210 @@
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use serde_json::json;
+
+use super::*;
+use crate::pods::{AnnotationKeys, WatchKind};
+use crate::roles::{BaseArn, PolicyFormat};
+
+fn pod(name: &str, ips: &[&str], role: Option<&str>) -> Pod {
+    let annotations = match role {
+        Some(role) => json!({"iam.amazonaws.com/role": role}),
+        None => json!({}),
+    };
+    let pod_ips: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}"), "annotations": annotations},
+        "spec": {"nodeName": "node-a", "containers": []},
+        "status": {"phase": "Running", "podIP": ips[0], "podIPs": pod_ips},
+    }))
+    .unwrap()
+}
+
+fn namespace(allowed: &str) -> Namespace {
+    serde_json::from_value(json!({"metadata": {"name": "team",
+        "annotations": {"iam.amazonaws.com/allowed-roles": allowed}}}))
+    .unwrap()
+}
+
+fn entitlements(restrictions: Option<PolicyFormat>, default_role: Option<&str>) -> Entitlements {
+    let store = Arc::new(PodStore::new(AnnotationKeys::default(), restrictions));
+    let base = BaseArn::parse("arn:aws:iam::123456789012:role/").unwrap();
+    let resolver = Arc::new(Resolver::new(Some(base), default_role, restrictions).unwrap());
+    store.begin_pod_relist();
+    store.finish_pod_relist();
+    if restrictions.is_some() {
+        store.begin_namespace_relist();
+        store.finish_namespace_relist();
+    }
+    Entitlements::new(store, resolver)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn role_of(decision: Result<Grant, Refusal>) -> Result<String, &'static str> {
+    decision
+        .map(|grant| grant.target.role.to_string())
+        .map_err(|refusal| refusal.label())
+}
+
+#[test]
+fn a_pod_is_found_by_each_of_its_addresses_and_mapped_ipv4() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11", "fd00::11"], Some("reader")));
+    let reader = Ok("arn:aws:iam::123456789012:role/reader".to_string());
+    assert_eq!(role_of(e.decide(ip("10.0.0.11"))), reader);
+    assert_eq!(role_of(e.decide(ip("fd00::11"))), reader);
+    assert_eq!(role_of(e.decide(ip("::ffff:10.0.0.11"))), reader);
+    let grant = e.decide(ip("10.0.0.11")).unwrap();
+    assert_eq!(grant.key.session_name, "team.app");
+    assert_eq!(grant.pod.name, "app");
+}
+
+#[test]
+fn an_ipv4_compatible_ipv6_caller_is_not_the_ipv4_pod() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11"], Some("reader")));
+    let compatible = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 11).to_ipv6_compatible());
+    assert_eq!(compatible, ip("::10.0.0.11"));
+    assert_eq!(role_of(e.decide(compatible)), Err("unknown-ip"));
+    assert_eq!(canonical(compatible), compatible);
+}
+
+#[test]
+fn refusals_name_their_reason() {
+    let e = entitlements(Some(PolicyFormat::Glob), None);
+    e.store().apply_namespace(&namespace(r#"["app-*"]"#));
+    e.store().apply_pod(&pod("none", &["10.0.0.1"], None));
+    e.store().apply_pod(&pod(
+        "other",
+        &["10.0.0.2"],
+        Some("arn:aws:iam::999999999999:role/app-admin"),
+    ));
+    e.store()
+        .apply_pod(&pod("dots", &["10.0.0.3"], Some("../app-admin")));
+    e.store().apply_pod(&pod("a", &["10.0.0.4"], Some("app-x")));
+    e.store().apply_pod(&pod("b", &["10.0.0.4"], Some("app-x")));
+    assert_eq!(role_of(e.decide(ip("10.0.0.1"))), Err("no-role"));
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.2"))),
+        Err("namespace-restriction")
+    );
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.3"))),
+        Err("invalid-role-annotation")
+    );
+    assert_eq!(role_of(e.decide(ip("10.0.0.4"))), Err("ip-conflict"));
+    assert_eq!(role_of(e.decide(ip("10.0.0.9"))), Err("unknown-ip"));
+}
+
+#[test]
+fn the_default_role_obeys_the_allow_list() {
+    let e = entitlements(Some(PolicyFormat::Glob), Some("fallback"));
+    e.store().apply_namespace(&namespace(r#"["app-*"]"#));
+    e.store().apply_pod(&pod("none", &["10.0.0.1"], None));
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.1"))),
+        Err("namespace-restriction")
+    );
+    e.store().apply_namespace(&namespace(r#"["fallback"]"#));
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.1"))),
+        Ok("arn:aws:iam::123456789012:role/fallback".to_string())
+    );
+}
+
+#[test]
+fn only_the_granted_roles_name_is_served() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11"], Some("team/reader")));
+    let grant = e.decide(ip("10.0.0.11")).unwrap();
+    assert_eq!(grant.check_requested("reader"), Ok(()));
+    for other in ["team", "writer", "Reader", "team/reader"] {
+        let refusal = grant.check_requested(other).unwrap_err();
+        assert_eq!(refusal.label(), "not-the-pods-role");
+        assert_eq!(refusal.status(), http::StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_index_refuses_until_a_relist() {
+    let store = PodStore::new(AnnotationKeys::default(), None)
+        .with_max_staleness(Some(Duration::from_secs(10)));
+    let store = Arc::new(store);
+    let resolver = Arc::new(Resolver::new(None, None, None).unwrap());
+    let e = Entitlements::new(store.clone(), resolver);
+    store.begin_pod_relist();
+    store.apply_pod(&pod(
+        "app",
+        &["10.0.0.11"],
+        Some("arn:aws:iam::123456789012:role/r"),
+    ));
+    store.finish_pod_relist();
+    assert!(e.decide(ip("10.0.0.11")).is_ok());
+    store.watch_broken(WatchKind::Pods, tokio::time::Instant::now());
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(e.decide(ip("10.0.0.11")).is_ok(), "within the bound");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let refusal = e.decide(ip("10.0.0.11")).unwrap_err();
+    assert_eq!(refusal.label(), "index-stale");
+    assert_eq!(refusal.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refusal.may_lift());
+    assert!(
+        !store.watch_reconnected(WatchKind::Pods),
+        "too long: relist"
+    );
+    assert!(e.decide(ip("10.0.0.11")).is_err());
+    store.begin_pod_relist();
+    store.finish_pod_relist();
+    assert_eq!(role_of(e.decide(ip("10.0.0.11"))), Err("unknown-ip"));
+}
+
+#[tokio::test]
+async fn a_waiting_request_is_answered_when_the_pod_arrives() {
+    let e = Arc::new(entitlements(None, None));
+    let waiting = {
+        let e = e.clone();
+        tokio::spawn(async move {
+            e.decide_waiting(ip("10.0.0.11"), Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11"], Some("reader")));
+    let grant = waiting.await.unwrap().unwrap();
+    assert_eq!(grant.target.role.name(), "reader");
+    let refused = e
+        .decide_waiting(ip("10.0.0.12"), Duration::from_millis(50))
+        .await;
+    assert_eq!(role_of(refused), Err("unknown-ip"));
+}
+
+#[test]
+fn decide_all_covers_every_indexed_address() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11", "fd00::11"], Some("reader")));
+    e.store().apply_pod(&pod("bare", &["10.0.0.12"], None));
+    let mut all: Vec<(IpAddr, Result<String, &str>)> = e
+        .decide_all()
+        .into_iter()
+        .map(|(ip, decision)| (ip, role_of(decision)))
+        .collect();
+    all.sort_by_key(|(ip, _)| *ip);
+    let reader = Ok("arn:aws:iam::123456789012:role/reader".to_string());
+    assert_eq!(
+        all,
+        vec![
+            (ip("10.0.0.11"), reader.clone()),
+            (ip("10.0.0.12"), Err("no-role")),
+            (ip("fd00::11"), reader),
+        ]
+    );
+}

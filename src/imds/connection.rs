@@ -1,0 +1,195 @@
+//! What the server knows about a connection before it reads a byte: who is
+//! at the other end, how the connection got here, and whether the limits
+//! on open connections leave room for it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::sys::socket::{SockaddrIn, SockaddrIn6, getsockopt, sockopt};
+use tokio::net::TcpStream;
+
+use super::routes::Origin;
+use crate::entitlement::canonical;
+use crate::firewall::{METADATA_V4, METADATA_V6};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub origin: Origin,
+}
+
+impl Connection {
+    pub fn of(stream: &TcpStream, peer: SocketAddr) -> Self {
+        let local = stream.local_addr().unwrap_or(peer);
+        Connection {
+            peer,
+            local,
+            origin: origin(stream, local),
+        }
+    }
+}
+
+impl Origin {
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::Dnat => "dnat",
+            Origin::Direct => "direct",
+        }
+    }
+}
+
+/// Through the DNAT when conntrack says the connection was first addressed
+/// to a metadata address (`SO_ORIGINAL_DST`). A connection conntrack did
+/// not translate reports its own local address, or nothing.
+fn origin(stream: &TcpStream, local: SocketAddr) -> Origin {
+    let original: Option<IpAddr> = match local {
+        SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst)
+            .ok()
+            .map(|raw| IpAddr::V4(SockaddrIn::from(raw).ip())),
+        SocketAddr::V6(_) => getsockopt(stream, sockopt::Ip6tOriginalDst)
+            .ok()
+            .map(|raw| canonical(IpAddr::V6(SockaddrIn6::from(raw).ip()))),
+    };
+    match original {
+        Some(ip) if ip == IpAddr::V4(METADATA_V4) || ip == IpAddr::V6(METADATA_V6) => Origin::Dnat,
+        _ => Origin::Direct,
+    }
+}
+
+/// Caps on connections open at once, per source address and in all, so
+/// that no pod can hold the agent's memory or file descriptors.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    per_source: usize,
+    total: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// Which cap refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    PerSource,
+    Total,
+}
+
+impl OverLimit {
+    pub fn label(self) -> &'static str {
+        match self {
+            OverLimit::PerSource => "per-source-limit",
+            OverLimit::Total => "total-limit",
+        }
+    }
+}
+
+/// A place taken by one open connection; given back on drop.
+#[derive(Debug)]
+pub struct Admitted {
+    limits: Arc<ConnectionLimits>,
+    source: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// Zero disables a cap.
+    pub fn new(per_source: usize, total: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimits {
+            per_source: if per_source == 0 {
+                usize::MAX
+            } else {
+                per_source
+            },
+            total: if total == 0 { usize::MAX } else { total },
+            open: Mutex::new(Open::default()),
+        })
+    }
+
+    /// Takes a place for a connection from `source`. Callers on the node
+    /// itself (kubelet's probes, Prometheus) are held to the per-source cap
+    /// only, so that pods filling the total cannot get the agent restarted.
+    pub fn admit(
+        self: &Arc<Self>,
+        source: IpAddr,
+        node_local: bool,
+    ) -> Result<Admitted, OverLimit> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.total >= self.total && !node_local {
+            return Err(OverLimit::Total);
+        }
+        let count = open.by_source.entry(source).or_default();
+        if *count >= self.per_source {
+            return Err(OverLimit::PerSource);
+        }
+        *count += 1;
+        open.total += 1;
+        Ok(Admitted {
+            limits: self.clone(),
+            source,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.by_source.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.by_source.remove(&self.source);
+            }
+            open.total -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+
+    #[test]
+    fn caps_per_source_and_in_all_and_gives_places_back() {
+        let limits = ConnectionLimits::new(2, 3);
+        let a1 = limits.admit(A, false).unwrap();
+        let _a2 = limits.admit(A, false).unwrap();
+        assert_eq!(limits.admit(A, false).unwrap_err(), OverLimit::PerSource);
+        let _b1 = limits.admit(B, false).unwrap();
+        assert_eq!(limits.admit(C, false).unwrap_err(), OverLimit::Total);
+        assert_eq!(limits.open(), 3);
+        let node = limits
+            .admit(C, true)
+            .expect("the node is not held to the total");
+        drop(node);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        assert!(limits.admit(C, false).is_ok());
+    }
+
+    #[test]
+    fn zero_disables_a_cap() {
+        let limits = ConnectionLimits::new(0, 0);
+        let held: Vec<_> = (0..1000).map(|_| limits.admit(A, false).unwrap()).collect();
+        assert_eq!(limits.open(), held.len());
+    }
+}

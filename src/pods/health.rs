@@ -1,0 +1,168 @@
+//! How current the index is: for each watch, when the agent last heard from
+//! the API server, whether events are flowing, and whether a break has
+//! lasted long enough that answers resting on the index must be refused.
+//!
+//! A break starts when a watch stream ends or fails and lasts until a new
+//! stream is open. A short break is healed by resuming from the last
+//! resourceVersion (the API server replays what was missed). A break longer
+//! than `--max-index-staleness` makes the index stale: a pod deleted during
+//! it may still be indexed while its IP serves a new pod, so every answer
+//! that needs the index is refused until a full relist completes.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// The watches that feed the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WatchKind {
+    Pods,
+    Namespaces,
+}
+
+impl WatchKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            WatchKind::Pods => "pods",
+            WatchKind::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// One watch's health, kept inside the store's lock.
+#[derive(Debug, Default)]
+pub(super) struct WatchHealth {
+    /// The last list, event, bookmark or stream opening.
+    last_contact: Option<Instant>,
+    /// When events stopped flowing; `None` while a stream is open.
+    broken_since: Option<Instant>,
+    /// Streams opened again after a break.
+    reconnects: u64,
+}
+
+impl WatchHealth {
+    pub(super) fn contact(&mut self, now: Instant) {
+        self.last_contact = Some(now);
+    }
+
+    /// Events stopped at `since`; an earlier start of the same break wins.
+    pub(super) fn broken(&mut self, since: Instant) {
+        self.broken_since.get_or_insert(since);
+    }
+
+    /// A new stream is open. Returns false when the break outlasted `max`:
+    /// then only a relist clears it.
+    pub(super) fn reconnected(&mut self, now: Instant, max: Option<Duration>) -> bool {
+        self.contact(now);
+        let Some(since) = self.broken_since else {
+            return true;
+        };
+        self.reconnects += 1;
+        if max.is_some_and(|max| now.duration_since(since) > max) {
+            return false;
+        }
+        self.broken_since = None;
+        true
+    }
+
+    /// A full list was applied: whatever the break hid is now known.
+    pub(super) fn relisted(&mut self, now: Instant) {
+        self.contact(now);
+        self.broken_since = None;
+    }
+
+    /// How long the break has lasted when it is longer than `max`.
+    pub(super) fn stale_for(&self, now: Instant, max: Option<Duration>) -> Option<Duration> {
+        let broken_for = now.duration_since(self.broken_since?);
+        (broken_for > max?).then_some(broken_for)
+    }
+
+    pub(super) fn report(&self, kind: WatchKind, now: Instant) -> WatchReport {
+        WatchReport {
+            kind: kind.label(),
+            streaming: self.last_contact.is_some() && self.broken_since.is_none(),
+            seconds_since_contact: self
+                .last_contact
+                .map(|at| now.duration_since(at).as_secs_f64()),
+            broken_for_seconds: self
+                .broken_since
+                .map(|at| now.duration_since(at).as_secs_f64()),
+            reconnects: self.reconnects,
+        }
+    }
+}
+
+/// One watch's health, for `/readyz`, logs and metrics.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WatchReport {
+    pub kind: &'static str,
+    /// A stream is open and events flow.
+    pub streaming: bool,
+    /// Since the last list, event, bookmark or stream opening.
+    pub seconds_since_contact: Option<f64>,
+    /// How long the current break has lasted, if there is one.
+    pub broken_for_seconds: Option<f64>,
+    pub reconnects: u64,
+}
+
+/// The index's health as a whole.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IndexHealth {
+    /// The initial lists are done.
+    pub ready: bool,
+    /// A break outlasted `--max-index-staleness`: index answers are refused
+    /// until a relist completes.
+    pub stale: bool,
+    pub max_staleness_seconds: Option<f64>,
+    pub watches: Vec<WatchReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Option<Duration> = Some(Duration::from_secs(10));
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_break_heals_on_reconnect() {
+        let mut health = WatchHealth::default();
+        health.relisted(Instant::now());
+        health.broken(Instant::now());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(health.stale_for(Instant::now(), MAX), None);
+        assert!(health.reconnected(Instant::now(), MAX));
+        assert_eq!(health.report(WatchKind::Pods, Instant::now()).reconnects, 1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(health.stale_for(Instant::now(), MAX), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_break_is_stale_until_a_relist() {
+        let mut health = WatchHealth::default();
+        health.relisted(Instant::now());
+        health.broken(Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        health.broken(Instant::now());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            health.stale_for(Instant::now(), MAX),
+            Some(Duration::from_secs(11)),
+            "the break counts from its first moment"
+        );
+        assert!(!health.reconnected(Instant::now(), MAX));
+        assert!(health.stale_for(Instant::now(), MAX).is_some());
+        health.relisted(Instant::now());
+        assert_eq!(health.stale_for(Instant::now(), MAX), None);
+        assert_eq!(health.stale_for(Instant::now(), None), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_bound_means_never_stale() {
+        let mut health = WatchHealth::default();
+        health.broken(Instant::now());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(health.stale_for(Instant::now(), None), None);
+        assert!(health.reconnected(Instant::now(), None));
+    }
+}
