@@ -2,36 +2,40 @@
 # iamlet's benchmarks, through the real path: a client in a pod network
 # namespace -> the nftables DNAT rule -> the agent, on a simulated node
 # (tests/e2e/node.sh). Run on demand as root; not part of CI. Results go to
-# stdout and to $BENCH_OUT (default target/bench-results.txt).
+# stdout and to $BENCH_OUT (default $CARGO_TARGET_DIR/bench-results.txt);
+# each agent run's log to $BENCH_LOGS (default $CARGO_TARGET_DIR/bench-logs).
 #
 #   benches/run.sh            # soak of 120 s
 #   BENCH_SOAK=600 benches/run.sh   # the 10-minute soak
+#   CARGO_TARGET_DIR=/tmp/bench-target benches/run.sh   # build (and read binaries) there
 #
 # Core budget: the server under test (iamlet or nginx) is pinned to CPU 1,
 # the load generator to CPU 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
 soak=${BENCH_SOAK:-120}
-out=${BENCH_OUT:-$repo/target/bench-results.txt}
+out=${BENCH_OUT:-$target_dir/bench-results.txt}
+logs=${BENCH_LOGS:-$target_dir/bench-logs}
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
 
 scripts/setup-test-env.sh
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; }
 done
-cargo build --release --locked --workspace --quiet
-export IAMLET_BIN_DIR=$repo/target/release
+CARGO_TARGET_DIR=$target_dir cargo build --release --locked --workspace --quiet
+export IAMLET_BIN_DIR=$target_dir/release
 bin=$IAMLET_BIN_DIR/iamlet
 venv=$repo/.venv
 
 state=$(mktemp -d /tmp/iamlet-bench.XXXXXX)
 echo imlbench >"$state/prefix"
 NODE=imlbench-node
-agent_pid= nginx_pid= proxy_pid=
+agent_pid= nginx_pid= proxy_pid= rss_pid= probe_pid= flood_pid=
 cleanup() {
   set +e
-  for pid in $agent_pid $nginx_pid $proxy_pid; do kill "$pid" 2>/dev/null; done
+  for pid in $flood_pid $probe_pid $rss_pid $agent_pid $nginx_pid $proxy_pid; do kill "$pid" 2>/dev/null; done
   ip netns exec $NODE "$bin" cleanup >/dev/null 2>&1
   tests/e2e/node.sh down "$state"
   rm -rf "$state"
@@ -45,20 +49,35 @@ in_node() { ip netns exec $NODE "$@"; }
 in_pod() { local pod=$1; shift; ip netns exec "imlbench-$pod" "$@"; }
 now_ns() { date +%s%N; }
 report() { echo "$*" | tee -a "$out"; }
+mkdir -p "$(dirname "$out")" "$logs"
+rm -f "$logs"/agent-*.log
 : >"$out"
 
-start_agent() {  # start_agent STS_ENDPOINT [extra flags]
-  local sts=$1; shift
+# The agent as a DaemonSet runs it: the node's wiring flags and nothing else
+# (default log level info, with the decision log; default limits).
+agent_runs=0 agent_log=
+start_agent_defaults() {  # start_agent_defaults LABEL STS_ENDPOINT [extra flags]
+  local label=$1 sts=$2; shift 2
+  agent_runs=$((agent_runs + 1))
+  agent_log=$logs/agent-$agent_runs-$label.log
   ip netns exec $NODE env AWS_REGION=us-east-1 AWS_ENDPOINT_URL="$sts" \
     taskset -c 1 "$bin" --iptables=true --host-interface=br0 --host-ip=10.77.0.1 --app-port=8181 \
     --api-server=$API --node=node-a --base-role-arn=arn:aws:iam::123456789012:role/ \
-    --pod-request-rate=0 --log-level=warn "$@" >"$state/agent.log" 2>&1 &
+    "$@" >"$agent_log" 2>&1 &
   agent_pid=$!
   for _ in $(seq 1 600); do
     in_node curl -sf http://10.77.0.1:8181/readyz >/dev/null 2>&1 && return 0
     sleep 0.01
   done
-  cat "$state/agent.log"; return 1
+  cat "$agent_log"; return 1
+}
+# Default flags except the per-pod request rate limit (100/s by default):
+# one benchmark pod sends thousands of requests a second, and the limit
+# would answer most of them 429 instead of measuring the agent. Section 7
+# runs with the limit.
+start_agent() {  # start_agent LABEL STS_ENDPOINT [extra flags]
+  local label=$1 sts=$2; shift 2
+  start_agent_defaults "$label" "$sts" --pod-request-rate=0 "$@"
 }
 stop_agent() { kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
@@ -79,9 +98,11 @@ percentile() {  # percentile P < numbers
 report "# iamlet benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $($bin --version)"
 CREDS=http://169.254.169.254/latest/meta-data/iam/security-credentials
 
-# 1. Cached-credential throughput and latency, against nginx.
+# 1. Cached-credential throughput and latency, against nginx: iamlet at its
+# default flags (log level info, decision log on; --pod-request-rate=0, see
+# start_agent), then the same with --log-level=warn.
 add_pod p0 10.77.0.10 bench-role
-start_agent http://10.77.0.1:5000
+start_agent 1-default http://10.77.0.1:5000
 in_pod p0 curl -sf "$CREDS/bench-role" >"$state/creds.json"
 in_pod p0 curl -sf "$CREDS/bench-role" >/dev/null
 wrk_run 32 3 0 "$CREDS/bench-role" >/dev/null   # warm-up
@@ -89,12 +110,21 @@ iamlet_peak=$(wrk_run 32 10 0 "$CREDS/bench-role")
 peak_rps=$(field "$iamlet_peak" rps)
 # Half of iamlet's peak rate: connections that each pause 1 ms between
 # requests; the count is calibrated so that the offered load is half the peak.
+# Kept under the agent's default cap of 64 connections per source address.
+per_source_cap=64
 half_connections=$(awk -v r="$peak_rps" 'BEGIN {printf "%d", r / 2 / 1000 + 1}')
 for _ in 1 2 3; do
   got=$(field "$(wrk_run "$half_connections" 3 1 "$CREDS/bench-role")" rps)
-  half_connections=$(awk -v c="$half_connections" -v g="$got" -v r="$peak_rps" 'BEGIN {n = int(c * (r / 2) / g + 0.5); print (n < 1 ? 1 : n)}')
+  half_connections=$(awk -v c="$half_connections" -v g="$got" -v r="$peak_rps" -v m="$per_source_cap" \
+    'BEGIN {n = int(c * (r / 2) / g + 0.5); n = (n < 1 ? 1 : n); print (n > m ? m : n)}')
 done
 iamlet_half=$(wrk_run "$half_connections" 10 1 "$CREDS/bench-role")
+stop_agent
+log_lines=$(wc -l <"$agent_log")
+start_agent 1-warn http://10.77.0.1:5000 --log-level=warn
+in_pod p0 curl -sf "$CREDS/bench-role" >/dev/null
+wrk_run 32 3 0 "$CREDS/bench-role" >/dev/null   # warm-up
+iamlet_warn_peak=$(wrk_run 32 10 0 "$CREDS/bench-role")
 stop_agent   # the rule stays: the same DNAT now reaches nginx on the same port
 mkdir -p "$state/www/latest/meta-data/iam/security-credentials" "$state/nginx"
 cp "$state/creds.json" "$state/www/latest/meta-data/iam/security-credentials/bench-role"
@@ -120,12 +150,19 @@ wrk_run 32 3 0 "$CREDS/bench-role" >/dev/null
 nginx_peak=$(wrk_run 32 10 0 "$CREDS/bench-role")
 nginx_half=$(wrk_run "$half_connections" 10 1 "$CREDS/bench-role")
 kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true; nginx_pid=
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+ms_of() { awk -v u="$1" 'BEGIN {printf "%.2f ms", u/1000}'; }
+nginx_rps=$(field "$nginx_peak" rps) nginx_p99=$(field "$nginx_peak" p99_us)
 report ""
-report "## 1. Cached credentials, closed loop (wrk -c32, 10 s), server on 1 core"
-report "iamlet: $iamlet_peak"
-report "nginx:  $nginx_peak (same bytes, same DNAT rule)"
-report "ratio iamlet/nginx throughput: $(awk -v a="$peak_rps" -v b="$(field "$nginx_peak" rps)" 'BEGIN {printf "%.2f", a/b}')"
-report "at half of iamlet's peak ($half_connections connections, 1 ms pause each):"
+report "## 1. Cached credentials, closed loop (wrk -c32, 10 s), server on 1 core (taskset -c 1)"
+report "iamlet, default flags:      $iamlet_peak"
+report "iamlet, --log-level=warn:   $iamlet_warn_peak"
+report "nginx:                      $nginx_peak (same bytes, same DNAT rule)"
+report "(iamlet ran with --pod-request-rate=0 only: one benchmark pod would otherwise hit the default limit of 100 requests/s per pod)"
+report "throughput iamlet/nginx: default flags $(ratio "$peak_rps" "$nginx_rps"), --log-level=warn $(ratio "$(field "$iamlet_warn_peak" rps)" "$nginx_rps")"
+report "p99 under saturation iamlet/nginx: default flags $(ratio "$(field "$iamlet_peak" p99_us)" "$nginx_p99") ($(ms_of "$(field "$iamlet_peak" p99_us)") vs $(ms_of "$nginx_p99")), --log-level=warn $(ratio "$(field "$iamlet_warn_peak" p99_us)" "$nginx_p99") ($(ms_of "$(field "$iamlet_warn_peak" p99_us)"))"
+report "log lines the default-flag agent wrote during its whole run (decision log at info): $log_lines"
+report "at half of iamlet's (default flags) peak ($half_connections connections, 1 ms pause each):"
 report "iamlet: $iamlet_half"
 report "nginx:  $nginx_half"
 
@@ -133,7 +170,7 @@ report "nginx:  $nginx_half"
 ip netns exec $NODE "$venv/bin/python" benches/delay_proxy.py 10.77.0.1 5001 10.77.0.1 5000 200 &
 proxy_pid=$!
 sleep 0.3
-start_agent http://10.77.0.1:5001
+start_agent 2-first-request http://10.77.0.1:5001
 sleep 1   # p0's credentials are prefetched: its requests are warm
 warm=()
 for _ in $(seq 1 50); do warm+=("$(in_pod p0 curl -s -o /dev/null -w '%{time_total}' "$CREDS/bench-role")"); done
@@ -158,7 +195,7 @@ report "first request 500 ms after the pod appears: p50 $(printf '%s\n' "${first
 report "first request at the moment the pod appears: p50 $(printf '%s\n' "${first_now[@]}" | percentile 50 | ms) ms, p99 $(printf '%s\n' "${first_now[@]}" | percentile 99 | ms) ms"
 
 # 3. Grant and revoke propagation.
-start_agent http://10.77.0.1:5000
+start_agent 3-4-propagation-sts http://10.77.0.1:5000
 kubectl_node() { in_node env HOME="$state" kubectl --server=$API "$@"; }
 lags=()
 for i in $(seq 1 20); do
@@ -196,7 +233,7 @@ report "a new pod with 50 concurrent first requests: +$(( calls_cold - calls40 )
 stop_agent
 
 # 5. Memory, and 6. start and relist at 1,000 pods.
-start_agent http://10.77.0.1:5000
+start_agent 5-memory http://10.77.0.1:5000
 sleep 2
 idle=$(rss_kib)
 in_node "$venv/bin/python" benches/pods.py $API create 110 10.80.0.1 load-role node-a
@@ -207,7 +244,7 @@ sleep 10
 at1000=$(rss_kib)
 stop_agent
 t0=$(now_ns)
-start_agent http://10.77.0.1:5000
+start_agent 6-5b-relist-soak http://10.77.0.1:5000
 ready_ms=$(( ($(now_ns) - t0) / 1000000 ))
 # Let the restart's prefetch of 1,000 sessions finish before measuring.
 prev=-1
@@ -242,4 +279,96 @@ report ""
 report "## 5b. RSS (MiB) every 10 s during a ${soak} s closed-loop load at 1,000 pods"
 report "${samples[*]}"
 stop_agent
-echo "results in $out"
+
+# 7. Flood: one pod opens 5,000 connections to 169.254.169.254:80 (through
+# the DNAT), each with an unfinished request head, and holds them; another
+# pod asks for credentials before, during and after. The agent runs with
+# default flags only (the per-pod limit of 100 requests/s, 64 connections
+# per source address, 2,048 in all), as users run it. The node keeps the
+# ~50 pods of the earlier sections; the 1,000 load pods go first.
+in_node "$venv/bin/python" benches/pods.py $API delete 110
+in_node "$venv/bin/python" benches/pods.py $API delete 890 more
+add_pod flood 10.77.3.1 bench-role
+add_pod other 10.77.3.2 bench-role
+flood_count=5000 flood_hold=12 probe_count=2000 probe_interval_ms=12.5   # 80 requests/s: under the pod's limit
+start_agent_defaults 7-flood http://10.77.0.1:5000
+sleep 2   # the new pods' credentials are prefetched
+in_pod other curl -sf -o /dev/null "$CREDS/bench-role"
+refused_before=$(in_node curl -s http://10.77.0.1:8181/metrics | grep '^iamlet_connections_refused_total' || true)
+( while :; do
+    echo "$(date +%s.%N) $(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")"
+    sleep 0.1
+  done ) >"$state/rss.txt" 2>/dev/null &
+rss_pid=$!
+# The probe and the flooder are load generators: CPU 0. The flooder runs at
+# nice 19 so that its bursts do not delay the probe's own process there.
+ip netns exec imlbench-other taskset -c 0 "$venv/bin/python" benches/probe.py \
+  "$CREDS/bench-role" $probe_count $probe_interval_ms >"$state/probe.txt" &
+probe_pid=$!
+sleep 5
+ip netns exec imlbench-flood nice -n 19 taskset -c 0 "$venv/bin/python" benches/flood.py \
+  169.254.169.254 80 $flood_count $flood_hold >"$state/flood.txt" 2>&1 &
+flood_pid=$!
+open_peak=0
+while kill -0 "$flood_pid" 2>/dev/null; do
+  open_now=$(metric iamlet_connections_open); open_now=${open_now%.*}
+  (( ${open_now:-0} > open_peak )) && open_peak=$open_now
+  sleep 0.5
+done
+wait "$flood_pid" || { cat "$state/flood.txt"; exit 1; }
+flood_pid=
+wait "$probe_pid"; probe_pid=
+sleep 1
+kill "$rss_pid"; wait "$rss_pid" 2>/dev/null || true; rss_pid=
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
+refused_after=$(in_node curl -s http://10.77.0.1:8181/metrics | grep '^iamlet_connections_refused_total' || true)
+stop_agent
+report ""
+report "## 7. Flood: one pod opens $flood_count connections (unfinished request heads, held ${flood_hold} s after the last connect), agent at default flags"
+"$venv/bin/python" - "$state/flood.txt" "$state/probe.txt" "$state/rss.txt" "$probe_interval_ms" "$hwm" <<'PY' | tee -a "$out"
+import json, math, sys
+flood_path, probe_path, rss_path, interval_ms, hwm_kib = sys.argv[1:6]
+summary = [json.loads(l) for l in open(flood_path) if l.startswith("{")][-1]
+start, released = summary["start_epoch"], summary["released_epoch"]
+def phase(t):
+    return "before" if t < start else "during" if t < released else "after"
+def pct(values, p):
+    v = sorted(values)
+    return v[max(1, math.ceil(len(v) * p / 100)) - 1] if v else float("nan")
+o, r = summary["at_opened"], summary["at_release"]
+print(f"flooder, every connect attempt ended after {summary['seconds_to_open']} s: "
+      f"{o['open']} held open, {o['reset']} reset, {o['closed']} closed by the agent, {o['failed']} failed to connect")
+print(f"flooder, at the end of the hold: {r['open']} held open, {r['reset']} reset, {r['closed']} closed by the agent, "
+      f"{r['failed']} failed to connect; the agent answered on {summary['answered']}; "
+      f"closed ones lasted (min/median/max s): {summary['closed_after_s']}")
+rss = {"before": [], "during": [], "after": []}
+for line in open(rss_path):
+    parts = line.split()
+    if len(parts) == 2:
+        rss[phase(float(parts[0]))].append(int(parts[1]) / 1024)
+peak = {k: max(v) if v else float("nan") for k, v in rss.items()}
+print(f"agent RSS peak: before {peak['before']:.1f} MiB, during {peak['during']:.1f} MiB, after {peak['after']:.1f} MiB "
+      f"(VmHWM {int(hwm_kib) / 1024:.1f} MiB; target < 64 MiB: {'met' if max(peak.values()) < 64 else 'NOT met'})")
+probe = {"before": [], "during": [], "after": []}
+failed = {"before": 0, "during": 0, "after": 0}
+statuses = {}
+for line in open(probe_path):
+    t, ms, status = line.split()
+    statuses[status] = statuses.get(status, 0) + 1
+    probe[phase(float(t))].append(float(ms))
+    if status != "200":
+        failed[phase(float(t))] += 1
+total = sum(len(v) for v in probe.values())
+print(f"other pod: {total} credential requests, one new connection each, one every {interval_ms} ms "
+      f"(under the default 100 requests/s per pod); status counts {statuses} (0: reset, refused or timed out)")
+for k in ("before", "during", "after"):
+    v = probe[k]
+    print(f"  {k:6} the flood: {len(v):4} requests, p50 {pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms, "
+          f"max {max(v) if v else float('nan'):.2f} ms, not 200: {failed[k]}")
+p99 = pct(probe["during"], 99)
+print(f"other pod's p99 during the flood: {p99:.2f} ms (target < 10 ms: {'met' if p99 < 10 else 'NOT met'})")
+PY
+report "agent: connections open at most (iamlet_connections_open, sampled every 0.5 s): $open_peak"
+report "agent: connections refused at accept, before: ${refused_before:-none}"
+report "agent: connections refused at accept, after:  $(echo "${refused_after:-none}" | tr '\n' ' ')"
+echo "results in $out; agent logs in $logs"

@@ -1,14 +1,19 @@
 //! The property: whatever sequence of pod creations, deletions, IP reuse,
-//! phase changes, annotation changes, namespace policy changes and relists
-//! the watch delivers, a request from an IP is answered with exactly the
-//! role the pod behind it is entitled to at that moment, or refused; never
-//! with another role.
+//! phase changes, annotation changes (cross-account, other-partition,
+//! path-bearing and invalid ARNs included), namespace policy changes and
+//! relists the watch delivers, the production entitlement function
+//! (`Entitlements::decide`, which the metadata handler, the warmer and
+//! /debug/store call) answers a caller with exactly the role the pod behind
+//! it is entitled to at that moment, or refuses; never another role. The
+//! expectation comes from a model written independently of the code.
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use iamlet::entitlement::Entitlements;
 use iamlet::pods::{AnnotationKeys, PodStore};
 use iamlet::roles::{BaseArn, NamespacePolicy, PolicyFormat, Resolver};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -16,7 +21,31 @@ use proptest::prelude::*;
 use serde_json::json;
 
 const NAMESPACES: [&str; 2] = ["team-a", "team-b"];
-const ROLES: [&str; 3] = ["app-reader", "app-writer", "admin"];
+/// Annotation values a pod may carry: relative names (with paths), full
+/// ARNs of this account, of another account and of another partition, and
+/// values that are no role at all.
+const ROLES: [&str; 10] = [
+    "app-reader",
+    "app-writer",
+    "admin",
+    "app-team/admin",
+    "arn:aws:iam::123456789012:role/app-writer",
+    "arn:aws:iam::999999999999:role/app-admin",
+    "arn:aws-cn:iam::123456789012:role/app-admin",
+    "arn:aws:iam::123456789012:role/team/app-x",
+    "../admin",
+    "app-*",
+];
+/// Allow-list entries: relative and full-ARN globs.
+const PATTERNS: [&str; 6] = [
+    "app-*",
+    "admin",
+    "app-reader",
+    "team/*",
+    "arn:aws:iam::123456789012:role/app-*",
+    "arn:aws:iam::999999999999:role/*",
+];
+const BASE: &str = "arn:aws:iam::123456789012:role/";
 const PODS: usize = 6;
 const IPS: u8 = 4;
 
@@ -42,6 +71,8 @@ enum Op {
     /// (the others were deleted while the watch was away).
     Relist(u8),
     Ask(u8),
+    /// The same address as an IPv4-mapped IPv6 peer (a dual-stack socket).
+    AskMapped(u8),
 }
 
 /// A pod's identity is (namespace, name): pod `n` always lives in
@@ -70,9 +101,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..PODS, prop::option::of(prop::sample::select(ROLES.to_vec()))).prop_map(|(n, r)| Op::SetRole(n, r)),
         1 => (0..PODS, prop::sample::select(vec!["Running", "Succeeded", "Failed"])).prop_map(|(n, p)| Op::SetPhase(n, p)),
         1 => (0..NAMESPACES.len(), prop::option::of(prop::option::of(prop::collection::vec(
-                prop::sample::select(vec!["app-*", "admin", "app-reader"]), 0..3)))).prop_map(|(n, p)| Op::SetPolicy(n, p)),
+                prop::sample::select(PATTERNS.to_vec()), 0..3)))).prop_map(|(n, p)| Op::SetPolicy(n, p)),
         1 => any::<u8>().prop_map(Op::Relist),
         6 => (0..IPS).prop_map(Op::Ask),
+        1 => (0..IPS).prop_map(Op::AskMapped),
     ]
 }
 
@@ -108,6 +140,50 @@ fn to_namespace(name: &str, policy: &Option<Option<Vec<&'static str>>>) -> Names
     serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations}})).unwrap()
 }
 
+/// The role ARN an annotation value names, by the model's own rules: a full
+/// ARN stands for itself, a name is joined to the base, and anything with an
+/// empty, `.` or `..` segment or a `*` is no role.
+fn model_arn(value: &str) -> Option<String> {
+    let arn = if value.starts_with("arn:") {
+        value.to_string()
+    } else {
+        format!("{BASE}{value}")
+    };
+    let path = arn.split_once(":role/")?.1;
+    let valid = path
+        .split('/')
+        .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('*'));
+    valid.then_some(arn)
+}
+
+/// A glob where `*` matches any run of characters but `/`.
+fn model_glob(pattern: &str, subject: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == subject,
+        Some((prefix, rest)) => {
+            let Some(tail) = subject.strip_prefix(prefix) else {
+                return false;
+            };
+            (0..=tail.len())
+                .take_while(|&n| !tail[..n].contains('/'))
+                .any(|n| model_glob(rest, &tail[n..]))
+        }
+    }
+}
+
+/// Relative entries speak of roles under the base only; full-ARN entries
+/// of exactly the ARN.
+fn model_allows(patterns: &[&str], arn: &str) -> bool {
+    patterns.iter().any(|pattern| {
+        if pattern.starts_with("arn:") {
+            model_glob(pattern, arn)
+        } else {
+            arn.strip_prefix(BASE)
+                .is_some_and(|relative| model_glob(pattern, relative))
+        }
+    })
+}
+
 /// What the pod behind `ip` is entitled to, computed from the model alone.
 fn entitled(
     pods: &BTreeMap<usize, ModelPod>,
@@ -123,18 +199,16 @@ fn entitled(
     let [owner] = owners.as_slice() else {
         return None;
     };
-    let role = owner.role.unwrap_or("default-role");
+    let arn = model_arn(owner.role.unwrap_or("default-role"))?;
     let namespace = NAMESPACES
         .iter()
         .position(|n| *n == owner.namespace)
         .unwrap();
     let allowed = match policies.get(&namespace) {
-        Some(Some(Some(patterns))) => patterns
-            .iter()
-            .any(|p| *p == role || (p.ends_with('*') && role.starts_with(p.trim_end_matches('*')))),
+        Some(Some(Some(patterns))) => model_allows(patterns, &arn),
         _ => false,
     };
-    allowed.then(|| format!("arn:aws:iam::123456789012:role/{role}"))
+    allowed.then_some(arn)
 }
 
 proptest! {
@@ -142,9 +216,10 @@ proptest! {
 
     #[test]
     fn no_request_is_answered_with_a_role_the_pod_is_not_entitled_to(ops in prop::collection::vec(op(), 1..80)) {
-        let store = PodStore::new(AnnotationKeys::default(), Some(PolicyFormat::Glob));
-        let base = BaseArn::parse("arn:aws:iam::123456789012:role/").unwrap();
+        let store = Arc::new(PodStore::new(AnnotationKeys::default(), Some(PolicyFormat::Glob)));
+        let base = BaseArn::parse(BASE).unwrap();
         let resolver = Resolver::new(Some(base), Some("default-role"), Some(PolicyFormat::Glob)).unwrap();
+        let entitlements = Entitlements::new(store.clone(), Arc::new(resolver));
         let mut pods: BTreeMap<usize, ModelPod> = BTreeMap::new();
         let mut policies: BTreeMap<usize, Option<Option<Vec<&'static str>>>> = BTreeMap::new();
         for (n, name) in NAMESPACES.iter().enumerate() {
@@ -195,15 +270,20 @@ proptest! {
                     }
                     store.finish_pod_relist();
                 }
-                Op::Ask(asked) => {
-                    let answer = match store.lookup(ip(asked)) {
-                        Ok(view) => resolver
-                            .resolve(&view.pod, view.policy.as_deref())
-                            .ok()
-                            .flatten()
-                            .map(|target| target.role.to_string()),
-                        Err(_) => None,
+                Op::Ask(asked) | Op::AskMapped(asked) => {
+                    let caller = match op {
+                        Op::AskMapped(_) => match ip(asked) {
+                            IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                            v6 => v6,
+                        },
+                        _ => ip(asked),
                     };
+                    let decision = entitlements.decide(caller);
+                    if let Ok(grant) = &decision {
+                        prop_assert_eq!(&grant.key.role, &grant.target.role, "the cache key names the granted role");
+                        prop_assert!(grant.pod.ips.contains(&ip(asked)), "the grant is for a pod that owns the address");
+                    }
+                    let answer = decision.ok().map(|grant| grant.target.role.to_string());
                     let expected = entitled(&pods, &policies, asked);
                     prop_assert_eq!(answer, expected, "IP {} with pods {:?} and policies {:?}", ip(asked), pods, policies);
                 }
@@ -213,18 +293,37 @@ proptest! {
 }
 
 #[test]
-fn namespace_policy_model_matches_the_real_glob() {
-    // The model's prefix-star matching agrees with the real glob matcher on
-    // the patterns the property uses.
-    let base = BaseArn::parse("arn:aws:iam::123456789012:role/").unwrap();
-    let policy = NamespacePolicy::parse(Some(r#"["app-*"]"#), PolicyFormat::Glob);
-    for role in ROLES {
-        let arn = iamlet::roles::RoleArn::parse(&format!("arn:aws:iam::123456789012:role/{role}"))
-            .unwrap();
-        assert_eq!(
-            policy.allows(&arn, Some(&base)),
-            role.starts_with("app-"),
-            "{role}"
+fn the_models_glob_agrees_with_the_real_one_on_the_patterns_used() {
+    // Not the property's oracle (the model is), but a guard that the model
+    // means what the documentation says a glob means.
+    let base = BaseArn::parse(BASE).unwrap();
+    for pattern in PATTERNS {
+        let policy = NamespacePolicy::parse(
+            Some(&serde_json::to_string(&[pattern]).unwrap()),
+            PolicyFormat::Glob,
         );
+        for role in ROLES {
+            let Some(arn) = model_arn(role) else { continue };
+            let real = iamlet::roles::RoleArn::parse(&arn).unwrap();
+            assert_eq!(
+                policy.allows(&real, Some(&base)),
+                model_allows(&[pattern], &arn),
+                "{pattern} / {arn}"
+            );
+        }
     }
+}
+
+#[test]
+fn the_model_refuses_what_the_attack_used() {
+    assert!(!model_allows(
+        &["app-*"],
+        "arn:aws:iam::999999999999:role/app-admin"
+    ));
+    assert!(!model_allows(
+        &["app-*"],
+        "arn:aws-cn:iam::123456789012:role/app-admin"
+    ));
+    assert!(!model_allows(&["app-*"], &format!("{BASE}app-team/admin")));
+    assert!(model_allows(&["team/*"], &format!("{BASE}team/app-x")));
 }

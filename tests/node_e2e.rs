@@ -300,3 +300,78 @@ fn wildcards_lists_and_negations_select_the_pod_interfaces() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.curl("app", &[CREDS_URL]).1, "other-role");
 }
+
+#[test]
+fn a_dual_stack_pod_is_intercepted_over_both_families() {
+    const CREDS_URL_V6: &str = "http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/";
+    let mut node = SimNode::up();
+    node.add_dual_stack_pod("dual", "10.77.0.40", "fd77::40", Some("s3-reader"));
+
+    // An IPv4-only agent: IPv6 metadata traffic is reset, never passed to
+    // the real service on [fd00:ec2::254] (which would name the node's role).
+    node.start_agent(&[]);
+    assert_eq!(node.curl("dual", &[CREDS_URL]).1, "s3-reader");
+    let (code, body) = node.curl("dual", &["-g", CREDS_URL_V6]);
+    assert_eq!(code, 7, "refused (reset), got {code}: {body}");
+    assert!(!body.contains("node-role"), "{body}");
+    let ruleset = node.ruleset();
+    assert!(ruleset.contains("table ip6 iamlet"), "{ruleset}");
+    assert!(ruleset.contains("reject with tcp reset"), "{ruleset}");
+    assert!(node.signal_agent("TERM").success());
+
+    // A dual-stack agent answers the pod on both families, with its role.
+    node.start_agent(&["--host-ip=10.77.0.1,fd77::1"]);
+    assert_eq!(node.curl("dual", &["-g", CREDS_URL_V6]).1, "s3-reader");
+    assert_eq!(node.curl("dual", &[CREDS_URL]).1, "s3-reader");
+    let aws = support::venv().join("bin/aws");
+    let identity = node.in_pod(
+        "dual",
+        &[
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6",
+            aws.to_str().unwrap(),
+            "sts",
+            "get-caller-identity",
+            "--query",
+            "Arn",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(
+        text(&identity).trim().starts_with(ROLE_ARN_PREFIX),
+        "botocore over IPv6: {}",
+        text(&identity)
+    );
+    let ruleset = node.ruleset();
+    assert_eq!(ruleset.matches("dnat to").count(), 2, "{ruleset}");
+    assert!(
+        node.agent_log().contains("ipv6=[fd77::1]:8181"),
+        "{}",
+        node.agent_log()
+    );
+}
+
+#[test]
+fn through_the_dnat_a_pod_gets_metadata_routes_only() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.45", Some("s3-reader"));
+    node.start_agent(&["--debug"]);
+    for path in ["/debug/store", "/metrics", "/readyz"] {
+        let (_, body) = node.curl("app", &["-s", &format!("http://169.254.169.254{path}")]);
+        assert!(!body.contains("10.77.0.45"), "{path}: {body}");
+        assert!(!body.contains("iamlet_"), "{path}: {body}");
+        assert!(!body.contains("rolesByIP"), "{path}: {body}");
+    }
+    // Straight to the agent's address, the pod is still the pod: no debug data.
+    let direct = format!(
+        "http://10.77.0.1:{}/debug/store",
+        support::netns::AGENT_PORT
+    );
+    let (_, body) = node.curl("app", &["-s", "-w", " %{http_code}", &direct]);
+    assert!(body.ends_with(" 404"), "{body}");
+    assert!(!body.contains("s3-reader"), "{body}");
+    // On the node itself the debug store answers.
+    let out = node.in_node(&["curl", "-s", &direct]);
+    assert!(text(&out).contains("rolesByIP"), "{}", text(&out));
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
+}

@@ -142,6 +142,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_token_is_bound_to_its_caller() {
+        let v6 = |text: &str| text.parse::<IpAddr>().unwrap();
+        let issuer = TokenIssuer::new();
+        let now = SystemTime::now();
+        let token = issuer.issue(v6("fd00::7"), Duration::from_secs(60), now);
+        assert_eq!(issuer.validate(&token, v6("fd00::7"), now), Ok(()));
+        for other in ["fd00::8", "fd00:0:0:1::7", "::10.0.0.7", "10.0.0.7"] {
+            assert_eq!(
+                issuer.validate(&token, v6(other), now),
+                Err(TokenError::WrongCaller),
+                "{other}"
+            );
+        }
+        let v4_token = issuer.issue(POD, Duration::from_secs(60), now);
+        assert_eq!(
+            issuer.validate(&v4_token, v6("::10.0.0.7"), now),
+            Err(TokenError::WrongCaller)
+        );
+    }
+
+    #[test]
     fn tokens_from_elsewhere_are_rejected() {
         let issuer = TokenIssuer::new();
         let now = SystemTime::now();

@@ -112,12 +112,24 @@ impl SimNode {
 
     /// A pod namespace on the bridge, and its Pod object on the API server.
     pub fn add_pod(&self, name: &str, ip: &str, role: Option<&str>) {
-        check(&self.script(&["pod-add", name, ip]), "node.sh pod-add");
+        self.add_pod_with(name, &[ip], role);
+    }
+
+    /// A dual-stack pod: an IPv4 and an IPv6 address, both in its Pod's podIPs.
+    pub fn add_dual_stack_pod(&self, name: &str, ip: &str, ip6: &str, role: Option<&str>) {
+        self.add_pod_with(name, &[ip, ip6], role);
+    }
+
+    fn add_pod_with(&self, name: &str, ips: &[&str], role: Option<&str>) {
+        let mut script = vec!["pod-add", name];
+        script.extend_from_slice(ips);
+        check(&self.script(&script), "node.sh pod-add");
         let annotations = role.map_or(
             serde_json::json!({}),
             |r| serde_json::json!({"iam.amazonaws.com/role": r}),
         );
-        let pod = iamlet_testkit::pod("default", name, super::NODE, ip, annotations);
+        let mut pod = iamlet_testkit::pod("default", name, super::NODE, ips[0], annotations);
+        pod["status"]["podIPs"] = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
         let mut child = Command::new("ip")
             .args([
                 "netns",
