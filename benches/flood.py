@@ -8,7 +8,8 @@ Each connection ends in one state:
   open     still open when the hold ends (the flooder closes it then);
   reset    reset by the server (ECONNRESET/EPIPE on write or read);
   closed   closed by the server (EOF), possibly after an answer;
-  failed   the connect itself failed or timed out (refused, SYN dropped).
+  failed   the connect itself failed or timed out (refused, SYN dropped);
+           counts by exception in "connect_errors".
 stdout: one JSON line per second while the flood runs ("progress"), then one
 "summary" line. Wall-clock times (epoch seconds) mark when the flood started,
 when every connect attempt had ended ("opened") and when the hold ended
@@ -38,6 +39,7 @@ def raise_file_limit(count):
 class Flood:
     def __init__(self):
         self.state = {"connecting": 0, "open": 0, "reset": 0, "closed": 0, "failed": 0}
+        self.errors = {}  # connect failures by exception
         self.answered = 0  # connections on which the server sent bytes
         self.open_for = []  # seconds a server-closed connection stayed open
         self.release = asyncio.Event()
@@ -49,12 +51,17 @@ class Flood:
         self.state[new] += 1
 
     async def one(self, host, port, gate):
-        self.move(None, "connecting")
         async with gate:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError):
+            except (ConnectionResetError, BrokenPipeError):
+                # The handshake completed (the server accepted) and the reset
+                # came before asyncio handed over the stream.
+                self.move("connecting", "reset")
+                return
+            except (OSError, asyncio.TimeoutError) as error:
                 self.move("connecting", "failed")
+                self.errors[type(error).__name__] = self.errors.get(type(error).__name__, 0) + 1
                 return
         opened_at = time.time()
         self.move("connecting", "open")
@@ -97,6 +104,7 @@ async def main(host, port, count, hold):
             flood.line("progress")
 
     reporter = asyncio.ensure_future(progress())
+    flood.state["connecting"] = count
     tasks = [asyncio.ensure_future(flood.one(host, port, gate)) for _ in range(count)]
     while flood.state["connecting"]:
         await asyncio.sleep(0.01)
@@ -119,6 +127,7 @@ async def main(host, port, count, hold):
         at_opened=at_opened,
         at_release=at_release,
         answered=flood.answered,
+        connect_errors=flood.errors,
         closed_after_s=[round(open_for[0], 2), round(open_for[len(open_for) // 2], 2), round(open_for[-1], 2)]
         if open_for
         else None,

@@ -369,6 +369,6 @@ p99 = pct(probe["during"], 99)
 print(f"other pod's p99 during the flood: {p99:.2f} ms (target < 10 ms: {'met' if p99 < 10 else 'NOT met'})")
 PY
 report "agent: connections open at most (iamlet_connections_open, sampled every 0.5 s): $open_peak"
-report "agent: connections refused at accept, before: ${refused_before:-none}"
+report "agent: connections refused at accept, before: $(echo "${refused_before:-none}" | tr '\n' ' ')"
 report "agent: connections refused at accept, after:  $(echo "${refused_after:-none}" | tr '\n' ' ')"
 echo "results in $out; agent logs in $logs"
