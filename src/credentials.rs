@@ -51,6 +51,26 @@ pub struct Credentials {
     /// Which pod these credentials were last granted to, so that a repeated
     /// grant is counted instead of logged again.
     pub grant_memo: GrantMemo,
+    /// The metadata service's document for these credentials, rendered on
+    /// first use and served as is after that.
+    pub rendered: Rendered,
+}
+
+/// A rendered credential document. It holds the secrets, so its `Debug`
+/// is redacted like theirs.
+#[derive(Clone, Default)]
+pub struct Rendered(std::sync::OnceLock<bytes::Bytes>);
+
+impl Rendered {
+    pub fn get_or_render(&self, render: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.0.get_or_init(render).clone()
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rendered(<redacted>)")
+    }
 }
 
 /// The last pod (a hash of its UID) that was granted one set of
@@ -102,5 +122,40 @@ impl CredentialKey {
             external_id: target.external_id.clone(),
             session_name: session_name(&pod.namespace, &pod.name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret_even_once_rendered() {
+        let credentials = Credentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: Secret::new("very-secret-key"),
+            session_token: Secret::new("very-secret-token"),
+            expiration: SystemTime::UNIX_EPOCH,
+            issued: SystemTime::UNIX_EPOCH,
+            grant_memo: GrantMemo::default(),
+            rendered: Rendered::default(),
+        };
+        let body = credentials
+            .rendered
+            .get_or_render(|| bytes::Bytes::from(credentials.session_token.expose().to_string()));
+        assert_eq!(body, "very-secret-token");
+        let debug = format!("{credentials:?}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert!(debug.contains("ASIAEXAMPLE"));
+    }
+
+    #[test]
+    fn a_grant_is_first_once_per_pod_in_a_row() {
+        let memo = GrantMemo::default();
+        assert!(memo.first_for(7));
+        assert!(!memo.first_for(7));
+        assert!(memo.first_for(8));
+        assert!(memo.first_for(7));
+        assert!(memo.clone().first_for(7), "a copy starts empty");
     }
 }

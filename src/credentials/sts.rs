@@ -147,6 +147,7 @@ impl AwsSts {
             expiration,
             issued,
             grant_memo: Default::default(),
+            rendered: Default::default(),
         })
     }
 }

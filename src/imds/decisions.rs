@@ -50,7 +50,6 @@ impl DecisionLog {
         Metrics::count(&metrics.grants, "logged");
         info!(%caller, pod = %grant.pod.key(), role = %grant.target.role, session = %grant.key.session_name,
             access_key_id = %credentials.access_key_id, role_source = grant.target.source.label(),
-            expires_in_s = credentials.remaining(std::time::SystemTime::now()).as_secs(),
             outcome = "granted", "credential decision");
     }
 

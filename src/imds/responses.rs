@@ -78,10 +78,11 @@ struct CredentialDocument<'a> {
     expiration: String,
 }
 
+/// The credential document. Every field is fixed for one credential set
+/// (`LastUpdated` is when iamlet received them), so it is rendered once.
 pub fn credentials(credentials: &Credentials) -> Response<Body> {
-    json_text(
-        StatusCode::OK,
-        &CredentialDocument {
+    let body = credentials.rendered.get_or_render(|| {
+        let document = CredentialDocument {
             code: "Success",
             last_updated: imds_time(credentials.issued),
             kind: "AWS-HMAC",
@@ -89,8 +90,12 @@ pub fn credentials(credentials: &Credentials) -> Response<Body> {
             secret_access_key: credentials.secret_access_key.expose(),
             token: credentials.session_token.expose(),
             expiration: imds_time(credentials.expiration),
-        },
-    )
+        };
+        serde_json::to_vec_pretty(&document)
+            .unwrap_or_default()
+            .into()
+    });
+    text(StatusCode::OK, body)
 }
 
 #[derive(Serialize)]

@@ -280,7 +280,14 @@ where
         *failures = failures.saturating_add(1);
         let delay = retry_delay(*failures);
         let kind = self.kind.label();
-        warn!(kind, what, %error, retry_in_ms = delay.as_millis() as u64, "watch failed; retrying");
+        let health = self.store.health();
+        let broken_for_s = health
+            .watches
+            .iter()
+            .find(|w| w.kind == kind)
+            .and_then(|w| w.broken_for_seconds);
+        warn!(kind, what, %error, retry_in_ms = delay.as_millis() as u64, broken_for_s,
+            index_stale = health.stale, "watch failed; retrying");
         self.metrics
             .watch_restarts
             .get_or_create(&KindLabels { kind })

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
-    pub status: String,
+    pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,10 +226,7 @@ impl Metrics {
 
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                status: status.to_string(),
-            })
+            .get_or_create(&RequestLabels { route, status })
             .inc();
         self.request_duration
             .get_or_create(&RouteLabels { route })

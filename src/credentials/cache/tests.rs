@@ -42,6 +42,7 @@ impl AssumeRole for FakeSts {
                 expiration: now + duration,
                 issued: now,
                 grant_memo: Default::default(),
+                rendered: Default::default(),
             })
         })
     }
