@@ -101,7 +101,7 @@ show "pod/app" "curl -w ' (%{http_code})' http://169.254.169.254/latest/user-dat
 in_pod curl -s -o /dev/null -w '(%{http_code})' http://169.254.169.254/latest/user-data; echo
 
 bold "iamlet's decision log"
-grep -E "credential decision|metadata path refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
+grep -E "credential decision|request refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
 
 bold "Stopping iamlet (SIGTERM): the rule stays, so the pod is refused, never sent to the real service"
 kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=

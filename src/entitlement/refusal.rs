@@ -172,13 +172,16 @@ impl Refusal {
     }
 
     /// Whether a flood of these may be logged in a sample only: refusals a
-    /// hostile or broken client can produce at will. Every credential
-    /// decision (and STS failure) is logged.
+    /// hostile or broken client can produce at will that decide no
+    /// credentials. Every credential decision (and STS failure) is logged.
     pub fn is_noise(&self) -> bool {
         matches!(
             self,
             Refusal::MalformedPath
                 | Refusal::MethodNotAllowed
+                | Refusal::DenyList
+                | Refusal::ForwardedTokenRequest
+                | Refusal::VersionedToken
                 | Refusal::RateLimited
                 | Refusal::ProxyRateLimited
                 | Refusal::InvalidToken

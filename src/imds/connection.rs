@@ -22,7 +22,12 @@ pub struct Connection {
 
 impl Connection {
     pub fn of(stream: &TcpStream, peer: SocketAddr) -> Self {
-        let local = stream.local_addr().unwrap_or(peer);
+        // An accepted socket always has a local address; should reading it
+        // fail, the unspecified address matches no caller, so the
+        // connection gets no node-local privilege.
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Connection {
             peer,
             local,

@@ -69,9 +69,6 @@ impl DecisionLog {
             Refusal::Sts(_) => {
                 warn!(%caller, pod, reason, detail = %refusal, outcome = "error", "credential decision")
             }
-            Refusal::DenyList | Refusal::ForwardedTokenRequest | Refusal::VersionedToken => {
-                info!(%caller, path = %path.escape_debug(), outcome = "denied", reason, "metadata path refused")
-            }
             _ => {
                 info!(%caller, pod, path = %path.escape_debug(), outcome = "denied", reason, detail = %refusal, "credential decision")
             }
