@@ -96,12 +96,16 @@ percentile() {  # percentile P < numbers
 }
 
 report "# iamlet benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $($bin --version)"
+# The numbers mean little on a busy machine: say how busy it was.
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+report "load average at start (1, 5, 15 min): $(loadavg)"
 CREDS=http://169.254.169.254/latest/meta-data/iam/security-credentials
 
 # 1. Cached-credential throughput and latency, against nginx: iamlet at its
 # default flags (log level info, decision log on; --pod-request-rate=0, see
 # start_agent), then the same with --log-level=warn.
 add_pod p0 10.77.0.10 bench-role
+load_section1=$(loadavg)
 start_agent 1-default http://10.77.0.1:5000
 in_pod p0 curl -sf "$CREDS/bench-role" >"$state/creds.json"
 in_pod p0 curl -sf "$CREDS/bench-role" >/dev/null
@@ -155,6 +159,7 @@ ms_of() { awk -v u="$1" 'BEGIN {printf "%.2f ms", u/1000}'; }
 nginx_rps=$(field "$nginx_peak" rps) nginx_p99=$(field "$nginx_peak" p99_us)
 report ""
 report "## 1. Cached credentials, closed loop (wrk -c32, 10 s), server on 1 core (taskset -c 1)"
+report "load average at the start of this section: $load_section1; at its end: $(loadavg)"
 report "iamlet, default flags:      $iamlet_peak"
 report "iamlet, --log-level=warn:   $iamlet_warn_peak"
 report "nginx:                      $nginx_peak (same bytes, same DNAT rule)"
@@ -295,6 +300,11 @@ start_agent_defaults 7-flood http://10.77.0.1:5000
 sleep 2   # the new pods' credentials are prefetched
 in_pod other curl -sf -o /dev/null "$CREDS/bench-role"
 refused_before=$(in_node curl -s http://10.77.0.1:8181/metrics | grep '^iamlet_connections_refused_total' || true)
+# The node's listen-queue counters: a full accept queue drops SYNs (the
+# caller retries after 1 s), and the agent's caps cannot see those.
+listen_drops() { in_node awk '/^TcpExt:/ {if (!h) {split($0, k); h=1} else {for (i = 2; i <= NF; i++) if (k[i] == "ListenOverflows" || k[i] == "ListenDrops") printf "%s=%s ", k[i], $i}}' /proc/net/netstat; }
+drops_before=$(listen_drops)
+load_section7=$(loadavg)
 ( while :; do
     echo "$(date +%s.%N) $(awk '/VmRSS/ {print $2}' "/proc/$agent_pid/status")"
     sleep 0.1
@@ -322,9 +332,12 @@ sleep 1
 kill "$rss_pid"; wait "$rss_pid" 2>/dev/null || true; rss_pid=
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$agent_pid/status")
 refused_after=$(in_node curl -s http://10.77.0.1:8181/metrics | grep '^iamlet_connections_refused_total' || true)
+drops_after=$(listen_drops)
 stop_agent
+for f in flood probe rss; do cp "$state/$f.txt" "$logs/7-$f.txt"; done
 report ""
 report "## 7. Flood: one pod opens $flood_count connections (unfinished request heads, held ${flood_hold} s after the last connect), agent at default flags"
+report "load average at the start of this section: $load_section7; at its end: $(loadavg)"
 "$venv/bin/python" - "$state/flood.txt" "$state/probe.txt" "$state/rss.txt" "$probe_interval_ms" "$hwm" <<'PY' | tee -a "$out"
 import json, math, sys
 flood_path, probe_path, rss_path, interval_ms, hwm_kib = sys.argv[1:6]
@@ -352,23 +365,28 @@ print(f"agent RSS peak: before {peak['before']:.1f} MiB, during {peak['during']:
 probe = {"before": [], "during": [], "after": []}
 failed = {"before": 0, "during": 0, "after": 0}
 statuses = {}
+slow_connects = {"before": 0, "during": 0, "after": 0}
 for line in open(probe_path):
-    t, ms, status = line.split()
+    t, ms, status, connect_ms = line.split()
     statuses[status] = statuses.get(status, 0) + 1
     probe[phase(float(t))].append(float(ms))
     if status != "200":
         failed[phase(float(t))] += 1
+    if float(connect_ms) >= 900:
+        slow_connects[phase(float(t))] += 1
 total = sum(len(v) for v in probe.values())
 print(f"other pod: {total} credential requests, one new connection each, one every {interval_ms} ms "
       f"(under the default 100 requests/s per pod); status counts {statuses} (0: reset, refused or timed out)")
 for k in ("before", "during", "after"):
     v = probe[k]
     print(f"  {k:6} the flood: {len(v):4} requests, p50 {pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms, "
-          f"max {max(v) if v else float('nan'):.2f} ms, not 200: {failed[k]}")
+          f"max {max(v) if v else float('nan'):.2f} ms, not 200: {failed[k]}, "
+          f"TCP connect >= 900 ms (a dropped SYN): {slow_connects[k]}")
 p99 = pct(probe["during"], 99)
 print(f"other pod's p99 during the flood: {p99:.2f} ms (target < 10 ms: {'met' if p99 < 10 else 'NOT met'})")
 PY
 report "agent: connections open at most (iamlet_connections_open, sampled every 0.5 s): $open_peak"
 report "agent: connections refused at accept, before: $(echo "${refused_before:-none}" | tr '\n' ' ')"
 report "agent: connections refused at accept, after:  $(echo "${refused_after:-none}" | tr '\n' ' ')"
+report "node's listen queue (/proc/net/netstat), before: ${drops_before:-?}; after: ${drops_after:-?}"
 echo "results in $out; agent logs in $logs"

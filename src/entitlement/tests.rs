@@ -208,3 +208,21 @@ fn decide_all_covers_every_indexed_address() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_refusal_the_watch_cannot_lift_is_answered_at_once() {
+    let e = entitlements(None, None);
+    e.store().apply_pod(&pod("bare", &["10.0.0.12"], None));
+    e.store()
+        .apply_pod(&pod("bad", &["10.0.0.13"], Some("../admin")));
+    for caller in ["10.0.0.12", "10.0.0.13"] {
+        let started = std::time::Instant::now();
+        let refused = e.decide_waiting(ip(caller), Duration::from_secs(5)).await;
+        assert!(refused.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{caller} waited {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -175,3 +175,59 @@ async fn retain_drops_credentials_nobody_is_entitled_to() {
     assert!(cache.peek(&key("keep")).await.is_some());
     assert!(cache.peek(&key("drop")).await.is_none());
 }
+
+/// A cache whose STS returns credentials lasting `lifetime` while the floor
+/// is `min_remaining`, on a real clock (moka's own expiry runs on it).
+fn short_lived(lifetime: Duration, min_remaining: Duration) -> (Arc<FakeSts>, CredentialCache) {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let sts = Arc::new(FakeSts {
+        clock: clock.clone(),
+        calls: AtomicUsize::new(0),
+        fail: false.into(),
+        delay: Duration::ZERO,
+    });
+    let settings = CacheSettings {
+        session_duration: lifetime,
+        refresh_before: min_remaining * 2,
+        min_remaining,
+        error_ttl: Duration::ZERO,
+    };
+    let metrics = Arc::new(crate::telemetry::Metrics::new("test", "test"));
+    (
+        sts.clone(),
+        CredentialCache::new(sts, settings, clock, metrics),
+    )
+}
+
+#[tokio::test]
+async fn freshly_fetched_credentials_below_the_floor_are_not_served() {
+    // STS may answer with less than asked (a role's MaxSessionDuration, a
+    // proxy): such credentials are refused, not served.
+    let (sts, cache) = short_lived(Duration::from_secs(600), Duration::from_secs(900));
+    let error = cache.get(&key("s")).await.unwrap_err();
+    assert_eq!(error.code, "ShortLived");
+    assert!(cache.peek(&key("s")).await.is_none());
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_entry_leaves_the_cache_when_it_reaches_the_floor() {
+    // The floor is measured on the injected clock when the entry is
+    // written; moka then evicts it after that long on its own clock (its
+    // timer wheel ticks about once a second, hence the waits).
+    let (_, cache) = short_lived(Duration::from_millis(1300), Duration::from_secs(1));
+    cache.get(&key("s")).await.unwrap();
+    assert_eq!(cache.entry_count().await, 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(cache.entry_count().await, 0, "evicted once at the floor");
+    // The same for an entry replaced by a refresh.
+    cache.refresh(&key("t")).await.unwrap();
+    cache.refresh(&key("t")).await.unwrap();
+    assert_eq!(cache.entry_count().await, 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        cache.entry_count().await,
+        0,
+        "the replaced entry is evicted too"
+    );
+}
