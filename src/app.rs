@@ -132,6 +132,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         ),
         settings,
     });
+    let flusher = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::imds::SAMPLE_WINDOW);
+            loop {
+                every.tick().await;
+                service.decisions.flush_suppressed();
+            }
+        })
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -160,6 +170,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     warmer.abort();
+    flusher.abort();
     for watcher in watchers {
         watcher.abort();
     }

@@ -13,7 +13,7 @@ mod server;
 pub mod token;
 
 pub use connection::{Connection, ConnectionLimits};
-pub use decisions::DecisionLog;
+pub use decisions::{DecisionLog, SAMPLE_WINDOW};
 pub use handler::{Listener, MetadataService, ServiceSettings};
 pub use limit::RateLimiter;
 pub use proxy::{ProxyError, Upstream};

@@ -18,7 +18,7 @@ use crate::entitlement::{Grant, Refusal};
 use crate::telemetry::Metrics;
 
 /// At most one line per reason in this window for noisy refusals.
-const SAMPLE_WINDOW: Duration = Duration::from_secs(10);
+pub const SAMPLE_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct DecisionLog {
@@ -82,6 +82,24 @@ impl DecisionLog {
         }
     }
 
+    /// Logs how many refusals of each reason were left out since their last
+    /// line, so that a burst that stops is still told. Called every
+    /// [`SAMPLE_WINDOW`] by the agent.
+    pub fn flush_suppressed(&self) {
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        for (reason, sample) in samples.iter_mut() {
+            let suppressed = std::mem::take(&mut sample.suppressed);
+            if suppressed > 0 {
+                warn!(
+                    reason,
+                    suppressed,
+                    window_s = SAMPLE_WINDOW.as_secs(),
+                    "refusals left out of the log (counted in metrics)"
+                );
+            }
+        }
+    }
+
     /// `Some(count left out since the last line)` when a line may be
     /// written for `reason` now.
     fn sample(&self, reason: &'static str) -> Option<u64> {
@@ -125,5 +143,12 @@ mod tests {
         tokio::time::advance(SAMPLE_WINDOW).await;
         assert_eq!(log.sample("rate-limited"), Some(2));
         assert_eq!(log.sample("rate-limited"), None);
+        log.flush_suppressed();
+        tokio::time::advance(SAMPLE_WINDOW).await;
+        assert_eq!(
+            log.sample("rate-limited"),
+            Some(0),
+            "the flush told the count"
+        );
     }
 }
