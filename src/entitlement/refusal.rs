@@ -318,4 +318,65 @@ mod tests {
             ["AssumeRoleDenied", "StsUnavailable", "StsThrottled"]
         );
     }
+
+    fn pod_key() -> PodKey {
+        PodKey {
+            namespace: "ns".into(),
+            name: "p".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_about_a_pod_name_it() {
+        let no_role = Refusal::NoRole { pod: pod_key() };
+        assert_eq!(no_role.pod(), Some(&pod_key()));
+        assert_eq!(
+            sts(StsErrorKind::Throttled, "Throttling").pod(),
+            Some(&pod_key())
+        );
+        let not_allowed = Refusal::Role {
+            pod: pod_key(),
+            error: RoleError::NotAllowed {
+                namespace: "ns".into(),
+                role: role().to_string(),
+            },
+        };
+        assert_eq!(not_allowed.pod(), Some(&pod_key()));
+        assert_eq!(Refusal::Lookup(LookupError::NotReady).pod(), None);
+        assert_eq!(Refusal::RateLimited.pod(), None);
+    }
+
+    #[test]
+    fn credential_decisions_are_never_sampled_away() {
+        let decisions = [
+            Refusal::NoRole { pod: pod_key() },
+            Refusal::Lookup(LookupError::NotReady),
+            Refusal::NotThePodsRole {
+                pod: pod_key(),
+                role: role(),
+                requested: "x".into(),
+            },
+            sts(StsErrorKind::AccessDenied, "AccessDenied"),
+        ];
+        for refusal in &decisions {
+            assert!(!refusal.is_noise(), "{refusal:?}");
+        }
+        for noise in [
+            Refusal::RateLimited,
+            Refusal::MalformedPath,
+            Refusal::DenyList,
+            Refusal::NotForCaller,
+        ] {
+            assert!(noise.is_noise(), "{noise:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_index_may_lift_a_refusal() {
+        assert!(Refusal::Lookup(LookupError::NotReady).may_lift());
+        assert!(Refusal::Lookup(LookupError::Unknown("10.0.0.1".parse().unwrap())).may_lift());
+        assert!(!Refusal::NoRole { pod: pod_key() }.may_lift());
+        assert!(!sts(StsErrorKind::Unavailable, "Timeout").may_lift());
+        assert!(!Refusal::DenyList.may_lift());
+    }
 }
