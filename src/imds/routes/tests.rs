@@ -147,3 +147,14 @@ fn agent_routes_only_on_direct_connections() {
         assert_eq!(dnat(path), meta(MetadataRoute::Proxy), "{path}");
     }
 }
+
+#[test]
+fn overlong_paths_are_refused() {
+    let at_limit = format!("/latest/meta-data/{}", "a".repeat(MAX_PATH_LEN - 18));
+    assert_eq!(at_limit.len(), MAX_PATH_LEN);
+    assert_eq!(get(&at_limit), meta(MetadataRoute::Proxy));
+    for extra in [1, 2, 5000] {
+        let long = format!("{at_limit}{}", "a".repeat(extra));
+        assert_eq!(get(&long), Err(Refusal::MalformedPath), "{}", long.len());
+    }
+}
