@@ -269,4 +269,25 @@ mod tests {
             assert!(!policy.allows(&role(refused), Some(&base())), "{refused}");
         }
     }
+
+    #[test]
+    fn describe_shows_the_entries_as_written_or_why_they_are_invalid() {
+        let policy = NamespacePolicy::parse(
+            Some(r#"["app-*", "arn:aws:iam::1:role/x"]"#),
+            PolicyFormat::Glob,
+        );
+        assert_eq!(
+            policy.describe(),
+            serde_json::json!(["app-*", "arn:aws:iam::1:role/x"])
+        );
+        let invalid = NamespacePolicy::parse(Some("nope"), PolicyFormat::Glob);
+        assert!(
+            invalid.describe()["invalid"]
+                .as_str()
+                .unwrap()
+                .contains("JSON")
+        );
+        let none = NamespacePolicy::parse(None, PolicyFormat::Glob);
+        assert_eq!(none.describe(), serde_json::json!([]));
+    }
 }
