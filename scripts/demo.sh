@@ -102,6 +102,7 @@ in_pod curl -s -o /dev/null -w '(%{http_code})' http://169.254.169.254/latest/us
 
 bold "iamlet's decision log"
 grep -E "credential decision|request refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
+echo "   (the grant is logged once: the later requests got the same credentials and are counted, not logged)"
 
 bold "Stopping iamlet (SIGTERM): the rule stays, so the pod is refused, never sent to the real service"
 kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=

@@ -64,13 +64,15 @@ impl DecisionLog {
             }
             return;
         }
-        let pod = refusal.pod().map(ToString::to_string);
+        let pod = refusal
+            .pod()
+            .map_or_else(|| "-".to_string(), ToString::to_string);
         match refusal {
             Refusal::Sts(_) => {
-                warn!(%caller, pod, reason, detail = %refusal, outcome = "error", "credential decision")
+                warn!(%caller, %pod, reason, detail = %refusal, outcome = "error", "credential decision")
             }
             _ => {
-                info!(%caller, pod, path = %path.escape_debug(), outcome = "denied", reason, detail = %refusal, "credential decision")
+                info!(%caller, %pod, path = %path.escape_debug(), outcome = "denied", reason, detail = %refusal, "credential decision")
             }
         }
     }
