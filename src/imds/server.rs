@@ -55,6 +55,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let caller = canonical(peer.ip());
+        // A caller whose request budget is spent is refused first, before
+        // any system call or HTTP parsing: a reconnecting flood costs the
+        // agent an accept and a reset per connection.
+        if !service.request_limit.has_budget(caller) {
+            refuse_at_accept(&service, stream, caller, "rate-limited");
+            continue;
+        }
         let connection = Connection::of(&stream, peer);
         let node_local = caller == canonical(connection.local.ip());
         let admitted = match service.connections.admit(caller, node_local) {
@@ -64,12 +71,6 @@ pub async fn serve(
                 continue;
             }
         };
-        // A caller whose request budget is spent is refused before any
-        // HTTP is parsed: a reconnecting flood costs a handshake each.
-        if !service.request_limit.has_budget(caller) {
-            refuse_at_accept(&service, stream, caller, "rate-limited");
-            continue;
-        }
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let handler = service_fn(move |request: hyper::Request<Incoming>| {
