@@ -241,6 +241,35 @@ async fn the_metrics_port_serves_no_metadata_even_to_a_pod() {
     assert_eq!(metrics.status, 200);
 }
 
+/// Anything that reached the agent's address directly (a pod of another
+/// node, a host in the VPC) could read this node's metadata through the
+/// agent's own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_read_no_node_metadata_through_the_agent() {
+    let node = Node::start().await;
+    node.add_pod("default", "app", "127.0.6.35", None);
+    let agent = node.agent(&[]).await;
+    let path = "/latest/meta-data/instance-id";
+    assert_eq!(
+        agent.get("127.0.6.35", path).await.status,
+        200,
+        "a pod of this node"
+    );
+    assert_eq!(
+        agent.get("127.0.0.1", path).await.status,
+        200,
+        "the node itself"
+    );
+    let before = node.imds.seen().len();
+    let stranger = agent.get("127.0.6.99", path).await;
+    assert_eq!(stranger.status, 404, "{}", stranger.body);
+    assert_eq!(
+        node.imds.seen().len(),
+        before,
+        "the real service was not asked"
+    );
+}
+
 /// The node's signed identity was readable; the document must stay so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_signatures_are_refused_and_the_document_is_served() {

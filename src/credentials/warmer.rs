@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{CredentialCache, CredentialKey, StsError};
-use crate::entitlement::Entitlements;
+use crate::entitlement::{Entitlements, Refusal};
+use crate::pods::LookupError;
 use crate::telemetry::Metrics;
 
 /// The longest the warmer sleeps without an index change.
@@ -73,13 +74,14 @@ impl Warmer {
 
     /// One look at every pod; returns how long until the next is needed.
     async fn pass(&mut self) -> Duration {
-        if !self.entitlements.store().is_answerable() {
-            // Not listed yet, or stale: every decision is a refusal now, and
-            // dropping the cache for it would cost a burst of STS calls when
-            // the relist comes. The relist wakes the warmer.
+        // Not listed yet, or stale: every decision is a refusal now, and
+        // dropping the cache for it would cost a burst of STS calls when the
+        // relist comes. The relist wakes the warmer. (Judged from the same
+        // decisions that pick the wanted keys, so staleness cannot begin
+        // between the check and the use.)
+        let Some(wanted) = self.wanted_keys() else {
             return MAX_IDLE;
-        }
-        let wanted = self.wanted_keys();
+        };
         self.cache.retain(|key| wanted.contains(key)).await;
         self.retries.retain(|key, _| wanted.contains(key));
         let now = Instant::now();
@@ -105,13 +107,24 @@ impl Warmer {
     /// The credentials some caller on the node is entitled to right now:
     /// exactly what the metadata handler would serve, decided by the same
     /// function. A stale index wants nothing new, and drops nothing either.
-    fn wanted_keys(&self) -> HashSet<CredentialKey> {
-        self.entitlements
-            .decide_all()
-            .into_iter()
-            .filter_map(|(_, decision)| decision.ok())
-            .map(|grant| grant.key)
-            .collect()
+    /// `None` while the index may not be answered from.
+    fn wanted_keys(&self) -> Option<HashSet<CredentialKey>> {
+        if !self.entitlements.store().is_answerable() {
+            return None;
+        }
+        let mut wanted = HashSet::new();
+        for (_, decision) in self.entitlements.decide_all() {
+            match decision {
+                Ok(grant) => {
+                    wanted.insert(grant.key);
+                }
+                Err(Refusal::Lookup(LookupError::NotReady | LookupError::Stale { .. })) => {
+                    return None;
+                }
+                Err(_) => {}
+            }
+        }
+        Some(wanted)
     }
 
     /// A missing entry is fetched through the cache's coalescing path, so a

@@ -47,7 +47,9 @@ pub enum Refusal {
     VersionedToken,
     InvalidTokenTtl,
     /// An agent route (`/debug`, `/metrics`, ...) asked through the DNAT, by
-    /// a pod or from off the node; or a metadata route on the metrics port.
+    /// a pod or from off the node; a metadata route on the metrics port; or
+    /// node metadata asked directly by a caller that is neither a pod of
+    /// this node nor the node.
     NotForCaller,
 }
 
@@ -189,6 +191,29 @@ impl Refusal {
                 | Refusal::InvalidTokenTtl
                 | Refusal::NotForCaller
         )
+    }
+
+    /// The same refusal with the text a pod chose (a requested role name)
+    /// cut to `max` bytes, for logging.
+    pub fn clipped(&self, max: usize) -> Refusal {
+        match self {
+            Refusal::NotThePodsRole {
+                pod,
+                role,
+                requested,
+            } if requested.len() > max => {
+                let mut end = max;
+                while !requested.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Refusal::NotThePodsRole {
+                    pod: pod.clone(),
+                    role: role.clone(),
+                    requested: format!("{}...", &requested[..end]),
+                }
+            }
+            other => other.clone(),
+        }
     }
 
     /// The error document a pod gets for a failed credential request.

@@ -155,10 +155,7 @@ async fn a_stale_index_refuses_until_a_relist() {
     assert_eq!(refusal.label(), "index-stale");
     assert_eq!(refusal.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     assert!(refusal.may_lift());
-    assert!(
-        !store.watch_reconnected(WatchKind::Pods),
-        "too long: relist"
-    );
+    assert!(!store.watch_opened(WatchKind::Pods), "too long: relist");
     assert!(e.decide(ip("10.0.0.11")).is_err());
     store.begin_pod_relist();
     store.finish_pod_relist();

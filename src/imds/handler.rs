@@ -15,7 +15,7 @@ use super::decisions::DecisionLog;
 use super::limit::RateLimiter;
 use super::proxy::{ProxyError, Upstream};
 use super::responses::{self, Body};
-use super::routes::{AgentRoute, DenyList, MetadataRoute, Route, route};
+use super::routes::{AgentRoute, DenyList, MetadataRoute, Origin, Route, route};
 use super::token::{self, TOKEN_HEADER, TTL_HEADER, TokenIssuer};
 use crate::clock::Clock;
 use crate::credentials::CredentialCache;
@@ -114,7 +114,7 @@ impl MetadataService {
         let response = match route {
             Route::Agent(agent) => self.agent_route(agent, caller, connection, listener).await,
             Route::Metadata(metadata) => match listener {
-                Listener::Metadata => self.metadata(metadata, request, caller).await,
+                Listener::Metadata => self.metadata(metadata, request, caller, connection).await,
                 Listener::Metrics => Err(Refusal::NotForCaller),
             },
         };
@@ -162,6 +162,7 @@ impl MetadataService {
         route: MetadataRoute<'_>,
         request: &Request<B>,
         caller: IpAddr,
+        connection: &Connection,
     ) -> Result<Response<Body>, Refusal> {
         let headers = request.headers();
         if route == MetadataRoute::Token {
@@ -189,11 +190,25 @@ impl MetadataService {
                     "info\nsecurity-credentials/",
                 ))
             }
-            MetadataRoute::ExtendedCredentials | MetadataRoute::IamOther => {
-                Ok(responses::status_page(StatusCode::NOT_FOUND))
+            MetadataRoute::ExtendedCredentials
+            | MetadataRoute::IamOther
+            | MetadataRoute::Unversioned => Ok(responses::status_page(StatusCode::NOT_FOUND)),
+            MetadataRoute::Proxy if self.may_proxy(caller, connection) => {
+                self.proxy(request.method(), request, caller).await
             }
-            MetadataRoute::Proxy => self.proxy(request.method(), request, caller).await,
+            MetadataRoute::Proxy => Err(Refusal::NotForCaller),
         }
+    }
+
+    /// The node's metadata is the node's pods' (and the node's) business:
+    /// a caller that came through the DNAT, is a pod of this node, or is the
+    /// node itself. Anything else that reaches the agent's address directly
+    /// (a pod of another node, a host in the VPC) must not read this node's
+    /// metadata through the agent's token.
+    fn may_proxy(&self, caller: IpAddr, connection: &Connection) -> bool {
+        connection.origin == Origin::Dnat
+            || self.entitlements.store().claims(caller)
+            || self.on_node(caller, connection)
     }
 
     async fn decide(&self, caller: IpAddr) -> Result<Grant, Refusal> {

@@ -54,6 +54,11 @@ pub enum MetadataRoute<'a> {
     /// Anything else under `meta-data/iam/` (in any letter case): never
     /// proxied, always 404.
     IamOther,
+    /// A path whose first segment is no metadata version (`latest`, `1.0`
+    /// or a date): 404, as the real service answers, without asking it, so
+    /// that `/meta-data/iam/...` or `/latest/latest/...` never slip past
+    /// the checks above.
+    Unversioned,
     /// Passed to the real metadata service.
     Proxy,
 }
@@ -130,6 +135,7 @@ impl Route<'_> {
             Route::Metadata(MetadataRoute::RoleCredentials(_)) => "credentials",
             Route::Metadata(MetadataRoute::ExtendedCredentials) => "credentials-extended",
             Route::Metadata(MetadataRoute::IamOther) => "iam-other",
+            Route::Metadata(MetadataRoute::Unversioned) => "unversioned",
             Route::Metadata(MetadataRoute::Proxy) => "proxy",
         }
     }
@@ -169,12 +175,18 @@ pub fn route<'a>(
         };
     }
     let route = match segments.as_slice() {
+        [version, ..] if !is_version(version) => MetadataRoute::Unversioned,
         [_, first, second, rest @ ..]
             if first.eq_ignore_ascii_case("meta-data") && second.eq_ignore_ascii_case("iam") =>
         {
             iam_route(first, second, rest)
         }
-        [_, rest @ ..] if deny.denies(rest) => return only_get(method, Err(Refusal::DenyList)),
+        // `meta-data/iam` or a denied prefix deeper in the path
+        // (`/latest/latest/meta-data/iam/...`) is never passed on either.
+        [_, rest @ ..] if (0..rest.len()).any(|at| is_iam(&rest[at..])) => MetadataRoute::IamOther,
+        [_, rest @ ..] if (0..rest.len()).any(|at| deny.denies(&rest[at..])) => {
+            return only_get(method, Err(Refusal::DenyList));
+        }
         _ => MetadataRoute::Proxy,
     };
     only_get(method, Ok(Route::Metadata(route)))
@@ -194,6 +206,21 @@ fn iam_route<'a>(first: &str, second: &str, rest: &[&'a str]) -> MetadataRoute<'
         ["security-credentials-extended", ..] => MetadataRoute::ExtendedCredentials,
         _ => MetadataRoute::IamOther,
     }
+}
+
+fn is_iam(segments: &[&str]) -> bool {
+    matches!(segments, [first, second, ..]
+        if first.eq_ignore_ascii_case("meta-data") && second.eq_ignore_ascii_case("iam"))
+}
+
+/// `latest`, `1.0`, or a `YYYY-MM-DD` date: the metadata service's versions.
+fn is_version(segment: &str) -> bool {
+    let date = segment.len() == 10
+        && segment.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    date || segment == "latest" || segment == "1.0"
 }
 
 fn only_get<T>(method: &Method, routed: Result<T, Refusal>) -> Result<T, Refusal> {

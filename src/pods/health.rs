@@ -2,8 +2,13 @@
 //! the API server, whether events are flowing, and whether a break has
 //! lasted long enough that answers resting on the index must be refused.
 //!
-//! A break starts when a watch stream ends or fails and lasts until a new
-//! stream is open. A short break is healed by resuming from the last
+//! A break starts when a watch stream ends or fails (or, for a stream gone
+//! silent, at the last word from the API server) and lasts until events
+//! flow again: an event or bookmark arrives on a reopened stream, or the
+//! stream stays open for [`HEAL_AFTER`] without failing. Merely opening a
+//! stream heals nothing: an API server may accept the watch and then end
+//! it at once (410, a decoding error), and such a loop must not look
+//! healthy. A short break is healed by resuming from the last
 //! resourceVersion (the API server replays what was missed). A break longer
 //! than `--max-index-staleness` makes the index stale: a pod deleted during
 //! it may still be indexed while its IP serves a new pod, so every answer
@@ -13,6 +18,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+
+/// A reopened stream that has not failed for this long is flowing, even if
+/// nothing happened on the node meanwhile.
+pub const HEAL_AFTER: Duration = Duration::from_secs(2);
 
 /// The watches that feed the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,8 +51,17 @@ pub(super) struct WatchHealth {
 }
 
 impl WatchHealth {
-    pub(super) fn contact(&mut self, now: Instant) {
+    /// An event or bookmark arrived: events flow, any break is over.
+    /// Returns whether there was one.
+    pub(super) fn heard(&mut self, now: Instant) -> bool {
         self.last_contact = Some(now);
+        self.healed()
+    }
+
+    /// A reopened stream stayed up for [`HEAL_AFTER`]. Returns whether a
+    /// break ended.
+    pub(super) fn healed(&mut self) -> bool {
+        self.broken_since.take().is_some()
     }
 
     /// Events stopped at `since`; an earlier start of the same break wins.
@@ -51,24 +69,26 @@ impl WatchHealth {
         self.broken_since.get_or_insert(since);
     }
 
-    /// A new stream is open. Returns false when the break outlasted `max`:
-    /// then only a relist clears it.
-    pub(super) fn reconnected(&mut self, now: Instant, max: Option<Duration>) -> bool {
-        self.contact(now);
+    /// Events stopped, the last time anything was heard (a silent stream).
+    pub(super) fn went_silent(&mut self, now: Instant) {
+        self.broken(self.last_contact.unwrap_or(now));
+    }
+
+    /// A new stream is open; the break (if any) lasts until events flow.
+    /// Returns false when the break already outlasted `max`: then only a
+    /// relist clears it.
+    pub(super) fn opened(&mut self, now: Instant, max: Option<Duration>) -> bool {
+        self.last_contact = Some(now);
         let Some(since) = self.broken_since else {
             return true;
         };
         self.reconnects += 1;
-        if max.is_some_and(|max| now.duration_since(since) > max) {
-            return false;
-        }
-        self.broken_since = None;
-        true
+        max.is_none_or(|max| now.duration_since(since) <= max)
     }
 
     /// A full list was applied: whatever the break hid is now known.
     pub(super) fn relisted(&mut self, now: Instant) {
-        self.contact(now);
+        self.last_contact = Some(now);
         self.broken_since = None;
     }
 
@@ -125,16 +145,52 @@ mod tests {
     const MAX: Option<Duration> = Some(Duration::from_secs(10));
 
     #[tokio::test(start_paused = true)]
-    async fn a_short_break_heals_on_reconnect() {
+    async fn a_short_break_heals_when_events_flow_again() {
         let mut health = WatchHealth::default();
         health.relisted(Instant::now());
         health.broken(Instant::now());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(health.stale_for(Instant::now(), MAX), None);
-        assert!(health.reconnected(Instant::now(), MAX));
+        assert!(health.opened(Instant::now(), MAX));
         assert_eq!(health.report(WatchKind::Pods, Instant::now()).reconnects, 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            health.stale_for(Instant::now(), MAX).is_some(),
+            "an open stream alone heals nothing"
+        );
+        assert!(health.heard(Instant::now()));
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(health.stale_for(Instant::now(), MAX), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_opens_and_fails_at_once_stays_broken() {
+        let mut health = WatchHealth::default();
+        health.relisted(Instant::now());
+        health.broken(Instant::now());
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            if health.opened(Instant::now(), MAX) {
+                health.broken(Instant::now());
+            }
+        }
+        assert_eq!(
+            health.stale_for(Instant::now(), MAX),
+            Some(Duration::from_secs(12)),
+            "counted from the first failure"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_is_broken_since_it_was_last_heard() {
+        let mut health = WatchHealth::default();
+        health.relisted(Instant::now());
+        tokio::time::advance(Duration::from_secs(150)).await;
+        health.went_silent(Instant::now());
+        assert_eq!(
+            health.stale_for(Instant::now(), MAX),
+            Some(Duration::from_secs(150))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -150,7 +206,7 @@ mod tests {
             Some(Duration::from_secs(11)),
             "the break counts from its first moment"
         );
-        assert!(!health.reconnected(Instant::now(), MAX));
+        assert!(!health.opened(Instant::now(), MAX));
         assert!(health.stale_for(Instant::now(), MAX).is_some());
         health.relisted(Instant::now());
         assert_eq!(health.stale_for(Instant::now(), MAX), None);
@@ -163,6 +219,6 @@ mod tests {
         health.broken(Instant::now());
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(health.stale_for(Instant::now(), None), None);
-        assert!(health.reconnected(Instant::now(), None));
+        assert!(health.opened(Instant::now(), None));
     }
 }

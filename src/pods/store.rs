@@ -195,9 +195,16 @@ impl PodStore {
         }
     }
 
-    /// The API server answered on `kind`'s watch (an event or bookmark).
-    pub fn watch_contact(&self, kind: WatchKind) {
-        self.write().watch(kind).contact(Instant::now());
+    /// An event or bookmark arrived on `kind`'s watch: events flow.
+    pub fn watch_heard(&self, kind: WatchKind) {
+        let healed = self.write().watch(kind).heard(Instant::now());
+        self.bump_if(healed);
+    }
+
+    /// `kind`'s reopened stream stayed up without failing: events flow.
+    pub fn watch_healed(&self, kind: WatchKind) {
+        let healed = self.write().watch(kind).healed();
+        self.bump_if(healed);
     }
 
     /// `kind`'s events stopped flowing at `since`.
@@ -205,11 +212,16 @@ impl PodStore {
         self.write().watch(kind).broken(since);
     }
 
+    /// `kind`'s stream went silent: broken since it was last heard.
+    pub fn watch_went_silent(&self, kind: WatchKind) {
+        self.write().watch(kind).went_silent(Instant::now());
+    }
+
     /// A new stream of `kind` is open. False when the break outlasted
     /// `--max-index-staleness`: the caller must relist.
-    pub fn watch_reconnected(&self, kind: WatchKind) -> bool {
+    pub fn watch_opened(&self, kind: WatchKind) -> bool {
         let max = self.max_staleness;
-        self.write().watch(kind).reconnected(Instant::now(), max)
+        self.write().watch(kind).opened(Instant::now(), max)
     }
 
     /// Every indexed pod with its namespace policy.

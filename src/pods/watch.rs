@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::health::WatchKind;
+use super::health::{HEAL_AFTER, WatchKind};
 use super::store::PodStore;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::KindLabels;
@@ -226,13 +226,24 @@ where
             }
         };
         *failures = 0;
-        if !self.store.watch_reconnected(self.kind) {
+        if !self.store.watch_opened(self.kind) {
             return StreamEnd::Relist("the watch was broken longer than --max-index-staleness");
         }
         let mut stream = std::pin::pin!(stream);
+        // Until the stream has carried an event or stayed up a moment, a
+        // break in progress goes on.
+        let mut heal_at = Some(Instant::now() + HEAL_AFTER);
         loop {
-            let Ok(next) = tokio::time::timeout(IDLE_LIMIT, stream.next()).await else {
-                self.store.watch_broken(self.kind, Instant::now());
+            let next = tokio::select! {
+                next = tokio::time::timeout(IDLE_LIMIT, stream.next()) => next,
+                () = sleep_until(heal_at) => {
+                    heal_at = None;
+                    self.store.watch_healed(self.kind);
+                    continue;
+                }
+            };
+            let Ok(next) = next else {
+                self.store.watch_went_silent(self.kind);
                 warn!(
                     kind = self.kind.label(),
                     idle_s = IDLE_LIMIT.as_secs(),
@@ -271,7 +282,8 @@ where
                     return StreamEnd::Failed(format!("{} ({})", status.message, status.code));
                 }
             }
-            self.store.watch_contact(self.kind);
+            heal_at = None;
+            self.store.watch_heard(self.kind);
         }
     }
 
@@ -293,6 +305,14 @@ where
             .get_or_create(&KindLabels { kind })
             .inc();
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Sleeps until `at`, or forever without it.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -102,14 +102,15 @@ impl NamespacePolicy {
 impl Pattern {
     fn compile(source: &str, format: PolicyFormat) -> Result<Self, String> {
         let matcher = match format {
-            PolicyFormat::Glob => Matcher::Glob(
+            PolicyFormat::Glob => Matcher::Glob({
+                check_classes(source)?;
                 GlobBuilder::new(source)
                     .literal_separator(true)
                     .backslash_escape(true)
                     .build()
                     .map_err(|e| e.to_string())?
-                    .compile_matcher(),
-            ),
+                    .compile_matcher()
+            }),
             PolicyFormat::Regexp => {
                 Matcher::Regexp(Regex::new(&format!("^(?:{source})$")).map_err(|e| e.to_string())?)
             }
@@ -128,6 +129,40 @@ impl Pattern {
             Matcher::Regexp(regex) => regex.is_match(subject),
         }
     }
+}
+
+/// A glob's character classes must not match `/`: globset's `[!x]` and a
+/// range such as `[+-0]` would, and `*` not crossing `/` would mean little.
+fn check_classes(source: &str) -> Result<(), String> {
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                let mut class = Vec::new();
+                for c in chars.by_ref() {
+                    if c == ']' && !class.is_empty() {
+                        break;
+                    }
+                    class.push(c);
+                }
+                if matches!(class.first(), Some('!' | '^')) {
+                    return Err("negated character classes ([!...]) could match '/'; list the characters allowed instead".into());
+                }
+                let spans_slash = class.contains(&'/')
+                    || class
+                        .windows(3)
+                        .any(|w| w[1] == '-' && w[0] <= '/' && '/' <= w[2]);
+                if spans_slash {
+                    return Err("a character class may not match '/'".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -289,5 +324,20 @@ mod tests {
         );
         let none = NamespacePolicy::parse(None, PolicyFormat::Glob);
         assert_eq!(none.describe(), serde_json::json!([]));
+    }
+
+    #[test]
+    fn glob_classes_that_could_match_a_slash_are_refused() {
+        for entry in ["ci-[!p]*", "ci-[^p]*", "a[+-0]b", "a[/]b", "x[a/]"] {
+            let policy = NamespacePolicy::parse(
+                Some(&serde_json::to_string(&[entry]).unwrap()),
+                PolicyFormat::Glob,
+            );
+            assert!(matches!(policy, NamespacePolicy::Invalid(_)), "{entry}");
+            assert!(!policy.allows(&role("ci-/admin"), Some(&base())));
+        }
+        let fine = NamespacePolicy::parse(Some(r#"["ci-[a-z]*", "x[]]y"]"#), PolicyFormat::Glob);
+        assert!(fine.allows(&role("ci-build"), Some(&base())));
+        assert!(!fine.allows(&role("ci-/admin"), Some(&base())));
     }
 }

@@ -53,10 +53,40 @@ fn nothing_under_iam_reaches_the_proxy_in_any_spelling() {
         "/latest/meta-data/IAM/info",
         "/latest/Meta-Data/Iam",
         "/latest/meta-data/iam/unknown",
-        "/anything/meta-data/iam/security-credentials/x/y",
+        "/2021-07-15/meta-data/iam/security-credentials/x/y",
     ] {
         assert_eq!(get(path), meta(MetadataRoute::IamOther), "{path}");
         assert_eq!(dnat(path), meta(MetadataRoute::IamOther), "{path}");
+    }
+}
+
+#[test]
+fn a_path_without_a_version_is_not_passed_on() {
+    assert_eq!(
+        dnat("/latest/latest/meta-data/iam/info"),
+        meta(MetadataRoute::IamOther)
+    );
+    assert_eq!(
+        dnat("/latest/x/meta-data/IAM/security-credentials/"),
+        meta(MetadataRoute::IamOther)
+    );
+    assert_eq!(dnat("/latest/latest/user-data"), Err(Refusal::DenyList));
+    for path in [
+        "/meta-data/iam/security-credentials/",
+        "/user-data",
+        "/dynamic/instance-identity/signature",
+        "/anything/meta-data/instance-id",
+        "/2021-7-15/meta-data/",
+    ] {
+        assert_eq!(dnat(path), meta(MetadataRoute::Unversioned), "{path}");
+    }
+    for path in [
+        "/",
+        "/latest",
+        "/1.0/meta-data/",
+        "/2016-09-02/meta-data/instance-id",
+    ] {
+        assert_eq!(dnat(path), meta(MetadataRoute::Proxy), "{path}");
     }
 }
 
@@ -144,7 +174,7 @@ fn agent_routes_only_on_direct_connections() {
     );
     assert_eq!(get("/"), meta(MetadataRoute::Proxy));
     for path in ["/healthz", "/readyz", "/metrics", "/debug/store"] {
-        assert_eq!(dnat(path), meta(MetadataRoute::Proxy), "{path}");
+        assert_eq!(dnat(path), meta(MetadataRoute::Unversioned), "{path}");
     }
 }
 
