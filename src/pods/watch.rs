@@ -203,7 +203,8 @@ where
     }
 
     /// Watches from `version`, applying events and advancing `version`,
-    /// until the stream ends. An opened stream resets `failures`.
+    /// until the stream ends. A stream that carries events (or stays up)
+    /// resets `failures`; one that opens and fails at once backs off.
     async fn watch(
         &self,
         sink: &impl Sink<K>,
@@ -225,7 +226,6 @@ where
                 return StreamEnd::Failed(error.to_string());
             }
         };
-        *failures = 0;
         if !self.store.watch_opened(self.kind) {
             return StreamEnd::Relist("the watch was broken longer than --max-index-staleness");
         }
@@ -238,6 +238,7 @@ where
                 next = tokio::time::timeout(IDLE_LIMIT, stream.next()) => next,
                 () = sleep_until(heal_at) => {
                     heal_at = None;
+                    *failures = 0;
                     self.store.watch_healed(self.kind);
                     continue;
                 }
@@ -283,6 +284,7 @@ where
                 }
             }
             heal_at = None;
+            *failures = 0;
             self.store.watch_heard(self.kind);
         }
     }
