@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use refusal::{PodError, Refusal, StsFailure};
+pub use refusal::{MAX_LOGGED, PodError, Refusal, StsFailure, clip};
 
 use crate::credentials::CredentialKey;
 use crate::pods::{LookupError, PodInfo, PodStore};
@@ -38,7 +38,7 @@ impl Grant {
             Err(Refusal::NotThePodsRole {
                 pod: self.pod.key(),
                 role: self.target.role.clone(),
-                requested: requested.to_string(),
+                requested: refusal::clip(requested).to_string(),
             })
         }
     }

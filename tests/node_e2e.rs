@@ -13,6 +13,19 @@ use support::upstream::{NODE_ACCESS_KEY, NODE_SECRET};
 const ROLE_ARN_PREFIX: &str = "arn:aws:sts::123456789012:assumed-role/s3-reader/";
 const CREDS_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 
+/// The ARN `aws sts get-caller-identity` reports in a pod, or its error.
+fn caller_arn(node: &SimNode, pod: &str, env: &[&str]) -> String {
+    let args = [
+        "sts",
+        "get-caller-identity",
+        "--query",
+        "Arn",
+        "--output",
+        "text",
+    ];
+    text(&node.aws_with(pod, env, &args)).trim().to_string()
+}
+
 fn text(output: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -44,23 +57,9 @@ fn the_kube2iam_tutorial_grant_list_deny_revoke() {
     let other = node.aws("app", &["s3", "ls", "s3://other-bucket"]);
     assert!(!other.status.success());
     assert!(text(&other).contains("AccessDenied"), "{}", text(&other));
-    let identity = node.aws(
-        "app",
-        &[
-            "sts",
-            "get-caller-identity",
-            "--query",
-            "Arn",
-            "--output",
-            "text",
-        ],
-    );
-    assert!(
-        text(&identity).trim().starts_with(ROLE_ARN_PREFIX),
-        "{}",
-        text(&identity)
-    );
-    assert!(text(&identity).trim().ends_with("default.app"));
+    let identity = caller_arn(&node, "app", &[]);
+    assert!(identity.starts_with(ROLE_ARN_PREFIX), "{identity}");
+    assert!(identity.ends_with("default.app"), "{identity}");
 
     // The other pod on the node is unaffected.
     let bystander = node.aws("bystander", &["s3", "ls", "s3://team-bucket"]);
@@ -323,24 +322,14 @@ fn a_dual_stack_pod_is_intercepted_over_both_families() {
     node.start_agent(&["--host-ip=10.77.0.1,fd77::1"]);
     assert_eq!(node.curl("dual", &["-g", CREDS_URL_V6]).1, "s3-reader");
     assert_eq!(node.curl("dual", &[CREDS_URL]).1, "s3-reader");
-    let aws = support::venv().join("bin/aws");
-    let identity = node.in_pod(
+    let identity = caller_arn(
+        &node,
         "dual",
-        &[
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6",
-            aws.to_str().unwrap(),
-            "sts",
-            "get-caller-identity",
-            "--query",
-            "Arn",
-            "--output",
-            "text",
-        ],
+        &["AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6"],
     );
     assert!(
-        text(&identity).trim().starts_with(ROLE_ARN_PREFIX),
-        "botocore over IPv6: {}",
-        text(&identity)
+        identity.starts_with(ROLE_ARN_PREFIX),
+        "botocore over IPv6: {identity}"
     );
     let ruleset = node.ruleset();
     assert_eq!(ruleset.matches("dnat to").count(), 2, "{ruleset}");

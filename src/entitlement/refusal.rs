@@ -53,6 +53,20 @@ pub enum Refusal {
     NotForCaller,
 }
 
+/// The most of a pod-chosen string (a path, a role name it asked for) that
+/// a refusal keeps for the log, so that a line costs at most a few hundred
+/// bytes whatever the pod sends.
+pub const MAX_LOGGED: usize = 128;
+
+/// `text` cut to [`MAX_LOGGED`] bytes, on a character boundary.
+pub fn clip(text: &str) -> &str {
+    let mut end = text.len().min(MAX_LOGGED);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A failed AssumeRole for a pod's role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StsFailure {
@@ -191,29 +205,6 @@ impl Refusal {
                 | Refusal::InvalidTokenTtl
                 | Refusal::NotForCaller
         )
-    }
-
-    /// The same refusal with the text a pod chose (a requested role name)
-    /// cut to `max` bytes, for logging.
-    pub fn clipped(&self, max: usize) -> Refusal {
-        match self {
-            Refusal::NotThePodsRole {
-                pod,
-                role,
-                requested,
-            } if requested.len() > max => {
-                let mut end = max;
-                while !requested.is_char_boundary(end) {
-                    end -= 1;
-                }
-                Refusal::NotThePodsRole {
-                    pod: pod.clone(),
-                    role: role.clone(),
-                    requested: format!("{}...", &requested[..end]),
-                }
-            }
-            other => other.clone(),
-        }
     }
 
     /// The error document a pod gets for a failed credential request.

@@ -223,3 +223,17 @@ async fn a_refusal_the_watch_cannot_lift_is_answered_at_once() {
         );
     }
 }
+
+#[test]
+fn a_requested_name_is_kept_only_clipped_for_the_log() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11"], Some("reader")));
+    let grant = e.decide(ip("10.0.0.11")).unwrap();
+    let refusal = grant.check_requested(&"é".repeat(5000)).unwrap_err();
+    let Refusal::NotThePodsRole { requested, .. } = &refusal else {
+        panic!("{refusal:?}");
+    };
+    assert!(requested.len() <= MAX_LOGGED, "{}", requested.len());
+    assert!(refusal.to_string().len() < 2 * MAX_LOGGED + 100);
+}

@@ -36,6 +36,18 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// From a process on the node itself: its source is the node's address
+    /// it connected to, or loopback's. (A pod could claim such an address
+    /// only as a hostNetwork pod, which shares the node's.)
+    pub fn from_node(&self) -> bool {
+        let caller = canonical(self.peer.ip());
+        caller == canonical(self.local.ip())
+            || caller == IpAddr::from([127, 0, 0, 1])
+            || caller == std::net::Ipv6Addr::LOCALHOST
+    }
+}
+
 impl Origin {
     pub fn label(self) -> &'static str {
         match self {
@@ -189,6 +201,22 @@ mod tests {
         drop(a1);
         assert_eq!(limits.open(), 2);
         assert!(limits.admit(C, false).is_ok());
+    }
+
+    #[test]
+    fn from_the_node_means_the_local_address_or_loopback() {
+        let connection = |peer: &str, local: &str| Connection {
+            peer: peer.parse().unwrap(),
+            local: local.parse().unwrap(),
+            origin: Origin::Direct,
+        };
+        assert!(connection("10.0.0.5:4000", "10.0.0.5:8181").from_node());
+        assert!(connection("[::ffff:10.0.0.5]:4000", "10.0.0.5:8181").from_node());
+        assert!(connection("127.0.0.1:4000", "10.0.0.5:8181").from_node());
+        assert!(connection("[::1]:4000", "[fd00::5]:8181").from_node());
+        assert!(!connection("10.0.0.11:4000", "10.0.0.5:8181").from_node());
+        assert!(!connection("127.0.5.10:4000", "127.0.0.1:8181").from_node());
+        assert!(!connection("10.0.0.5:4000", "0.0.0.0:0").from_node());
     }
 
     #[test]

@@ -14,19 +14,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::credentials::Credentials;
-use crate::entitlement::{Grant, Refusal};
+use crate::entitlement::{Grant, Refusal, clip};
 use crate::telemetry::Metrics;
-
-/// The most of a pod-chosen string a log line carries.
-const MAX_LOGGED: usize = 128;
-
-fn clip(text: &str) -> &str {
-    let mut end = text.len().min(MAX_LOGGED);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// At most one line per reason in this window for noisy refusals.
 pub const SAMPLE_WINDOW: Duration = Duration::from_secs(10);
@@ -65,12 +54,9 @@ impl DecisionLog {
     }
 
     /// A refused request. Credential refusals are always logged; noise is
-    /// sampled. Text a pod chose (its path, the role name it asked for) is
-    /// cut to [`MAX_LOGGED`] bytes, so that one line costs at most a few
-    /// hundred bytes whatever the pod sends.
+    /// sampled. The path a pod chose is clipped like the rest of its text.
     pub fn refused(&self, caller: IpAddr, path: &str, refusal: &Refusal) {
         let path = clip(path);
-        let refusal = &refusal.clipped(MAX_LOGGED);
         let reason = refusal.label();
         if refusal.is_noise() {
             if let Some(suppressed) = self.sample(reason) {

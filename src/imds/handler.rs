@@ -147,14 +147,9 @@ impl MetadataService {
         }
     }
 
-    /// A caller on the node itself: a host process (its source is the
-    /// node's address it connected to, or loopback's first address) that no
-    /// pod in the index claims.
+    /// A caller on the node itself that no pod in the index claims.
     fn on_node(&self, caller: IpAddr, connection: &Connection) -> bool {
-        let local = caller == canonical(connection.local.ip())
-            || caller == IpAddr::from([127, 0, 0, 1])
-            || caller == std::net::Ipv6Addr::LOCALHOST;
-        local && !self.entitlements.store().claims(caller)
+        connection.from_node() && !self.entitlements.store().claims(caller)
     }
 
     async fn metadata<B>(
@@ -165,10 +160,9 @@ impl MetadataService {
         connection: &Connection,
     ) -> Result<Response<Body>, Refusal> {
         let headers = request.headers();
-        if route == MetadataRoute::Token {
-            return self.issue_token(headers, caller);
+        if route != MetadataRoute::Token {
+            self.check_token(headers, caller)?;
         }
-        self.check_token(headers, caller)?;
         match route {
             MetadataRoute::Token => self.issue_token(headers, caller),
             MetadataRoute::RoleList => {

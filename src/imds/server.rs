@@ -63,8 +63,7 @@ pub async fn serve(
             continue;
         }
         let connection = Connection::of(&stream, peer);
-        let node_local = caller == canonical(connection.local.ip());
-        let admitted = match service.connections.admit(caller, node_local) {
+        let admitted = match service.connections.admit(caller, connection.from_node()) {
             Ok(admitted) => admitted,
             Err(over) => {
                 refuse_at_accept(&service, stream, caller, over.label());

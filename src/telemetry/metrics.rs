@@ -2,13 +2,13 @@
 //! and shared; the parts that record hold an `Arc` to it. Gauges that mirror
 //! state (pods indexed, cached credentials) are set when scraped.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::AtomicU64;
 
 use crate::pods::IndexHealth;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};

@@ -204,8 +204,14 @@ impl SimNode {
 
     /// `aws <args>` (botocore) inside a pod.
     pub fn aws(&self, pod: &str, args: &[&str]) -> Output {
+        self.aws_with(pod, &[], args)
+    }
+
+    /// `aws <args>` inside a pod with extra `NAME=VALUE` variables.
+    pub fn aws_with(&self, pod: &str, env: &[&str], args: &[&str]) -> Output {
         let aws = super::venv().join("bin/aws");
-        let mut full = vec![aws.to_str().unwrap()];
+        let mut full = env.to_vec();
+        full.push(aws.to_str().unwrap());
         full.extend(args);
         self.in_pod(pod, &full)
     }

@@ -51,6 +51,22 @@ fn dnat(family: &str, addr: &str, port: u16) -> Value {
     json!({"dnat": {"addr": addr, "family": family, "port": port}})
 }
 
+/// The DNAT rule of `family` for one interface match, to `addr:port`.
+fn dnat_rule(family: &str, interface: Value, addr: &str, port: u16) -> Value {
+    let metadata = if family == "ip6" {
+        "fd00:ec2::254"
+    } else {
+        "169.254.169.254"
+    };
+    rule(
+        family,
+        "prerouting",
+        vec![interface, daddr(family, metadata), dport()],
+        dnat(family, addr, port),
+        DNAT_COMMENT,
+    )
+}
+
 fn reset() -> Value {
     json!({"reject": {"type": "tcp reset"}})
 }
@@ -74,13 +90,7 @@ fn an_ipv4_agent_dnats_ipv4_and_rejects_ipv6() {
     let cali = iif("==", "cali*");
     let mut expected = table_commands("ip");
     expected.push(nat_chain("ip"));
-    expected.push(rule(
-        "ip",
-        "prerouting",
-        vec![cali.clone(), daddr("ip", "169.254.169.254"), dport()],
-        dnat("ip", "10.0.0.5", 8181),
-        DNAT_COMMENT,
-    ));
+    expected.push(dnat_rule("ip", cali.clone(), "10.0.0.5", 8181));
     expected.extend(table_commands("ip6"));
     expected.extend(rejecting("ip6", "ip6", "fd00:ec2::254", &[cali]));
     assert_eq!(commands(&batch), expected);
@@ -96,22 +106,10 @@ fn a_dual_stack_agent_dnats_both_families() {
     let eth1 = iif("==", "eth1");
     let mut expected = table_commands("ip");
     expected.push(nat_chain("ip"));
-    expected.push(rule(
-        "ip",
-        "prerouting",
-        vec![eth1.clone(), daddr("ip", "169.254.169.254"), dport()],
-        dnat("ip", "10.0.0.5", 8181),
-        DNAT_COMMENT,
-    ));
+    expected.push(dnat_rule("ip", eth1.clone(), "10.0.0.5", 8181));
     expected.extend(table_commands("ip6"));
     expected.push(nat_chain("ip6"));
-    expected.push(rule(
-        "ip6",
-        "prerouting",
-        vec![eth1, daddr("ip6", "fd00:ec2::254"), dport()],
-        dnat("ip6", "fd00::5", 8181),
-        DNAT_COMMENT,
-    ));
+    expected.push(dnat_rule("ip6", eth1.clone(), "fd00::5", 8181));
     assert_eq!(commands(&batch), expected);
 }
 
@@ -129,13 +127,7 @@ fn an_ipv6_only_agent_rejects_ipv4() {
     ));
     expected.extend(table_commands("ip6"));
     expected.push(nat_chain("ip6"));
-    expected.push(rule(
-        "ip6",
-        "prerouting",
-        vec![not_eth0, daddr("ip6", "fd00:ec2::254"), dport()],
-        dnat("ip6", "fd00::5", 9000),
-        DNAT_COMMENT,
-    ));
+    expected.push(dnat_rule("ip6", not_eth0.clone(), "fd00::5", 9000));
     assert_eq!(commands(&batch), expected);
 }
 
