@@ -34,9 +34,14 @@ async fn a_slowloris_client_is_cut_off_and_others_are_served() {
     let started = Instant::now();
     // Meanwhile the neighbour is served at once.
     assert_eq!(agent.get(NEIGHBOUR, CREDS).await.body, "quiet-role");
+    let neighbour_served = started.elapsed();
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the half-sent request was never cut off");
+    // Generous against a loaded machine: the cut is due at 10 s.
+    let read = tokio::time::timeout(Duration::from_secs(40), slow.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the half-sent request was never cut off (neighbour served after {neighbour_served:?})"
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(9),
         "cut after the header timeout: {:?}",
