@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
 use crate::entitlement::Entitlements;
-use crate::firewall::{self, FirewallError, Installed, Targets};
+use crate::firewall::{self, FirewallError, Guarded, Installed, TableState, Targets};
 use crate::imds::{
     ConnectionLimits, DecisionLog, Listener, MetadataService, RateLimiter, Upstream, serve,
 };
@@ -43,6 +43,10 @@ pub enum AppError {
     Roles(#[from] crate::roles::RoleError),
     #[error("cannot install the DNAT rules: {0}")]
     Firewall(#[from] FirewallError),
+    #[error(
+        "invalid value for --host-interface: no interface named {name:?} on this node (present: {present}); a rule for it would intercept nothing and pods would reach the real metadata service"
+    )]
+    NoSuchInterface { name: String, present: String },
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -51,13 +55,19 @@ impl AppError {
     /// Process exit code: 3 for the node's environment (API server, port,
     /// metadata service), 2 is left to flag errors.
     pub fn exit_code(&self) -> u8 {
-        3
+        match self {
+            AppError::NoSuchInterface { .. } => 2,
+            _ => 3,
+        }
     }
 }
 
 pub async fn run(config: Config) -> Result<(), AppError> {
     for (flag, why) in &config.no_effect {
         info!(flag = %flag, why, "flag accepted for kube2iam compatibility; it has no effect in iamlet");
+    }
+    for (flag, what) in &config.adjusted {
+        warn!(flag = %flag, "{what}");
     }
     if config.cache.min_remaining < Duration::from_secs(15 * 60) {
         warn!(
@@ -98,10 +108,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     };
     // Rules go in after the listeners are bound (DNATed connections wait in
     // their backlog instead of being refused) and before anything is answered.
-    if config.iptables {
-        install_rules(&config).await?;
+    let guard = if config.iptables {
+        let guarded = install_rules(&config).await?;
         metrics.rules_installed.set(1);
-    }
+        Some(firewall::spawn_guard(guarded, metrics.clone()))
+    } else {
+        None
+    };
     if config.node.is_none() {
         warn!("no --node and no $NODE_NAME: watching every pod in the cluster");
     }
@@ -120,7 +133,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         entitlements,
         cache,
         upstream,
-        tokens: Default::default(),
+        tokens: token_issuer(config.imds_token_key_file.as_deref()),
         clock,
         metrics,
         request_limit: RateLimiter::new(settings.pod_request_rate, 2.0 * settings.pod_request_rate),
@@ -174,11 +187,32 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     for watcher in watchers {
         watcher.abort();
     }
-    if config.iptables {
+    if let Some(guard) = guard {
+        guard.abort();
         leave_rules(&config).await?;
     }
     info!("iamlet stopped");
     Ok(())
+}
+
+/// The IMDSv2 token issuer: with a key file, tokens issued by an earlier
+/// agent on this node stay valid. A key file that cannot be used costs
+/// only that, so the agent warns and goes on with a key of its own.
+fn token_issuer(key_file: Option<&std::path::Path>) -> crate::imds::TokenIssuer {
+    let Some(path) = key_file else {
+        return crate::imds::TokenIssuer::new();
+    };
+    match crate::imds::TokenIssuer::from_key_file(path) {
+        Ok((issuer, origin)) => {
+            info!(path = %path.display(), ?origin, "IMDSv2 token key");
+            issuer
+        }
+        Err(error) => {
+            warn!(path = %path.display(), %error,
+                "cannot use the IMDSv2 token key file; pods' tokens will not survive a restart");
+            crate::imds::TokenIssuer::new()
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit (as Go programs
@@ -220,15 +254,19 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-async fn install_rules(config: &Config) -> Result<(), AppError> {
+async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
+    check_interfaces(&config.host_interface)?;
     let targets = Targets::new(
         [Some(config.listen), config.listen_other_family]
             .into_iter()
             .flatten(),
     );
     let interfaces = config.host_interface.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || firewall::install(&targets, &interfaces)).await??;
+    let (outcome, expected) = tokio::task::spawn_blocking(move || {
+        let outcome = firewall::install(&targets, &interfaces)?;
+        Ok::<_, FirewallError>((outcome, TableState::read()?))
+    })
+    .await??;
     let adopted = outcome == Installed::Replaced;
     let family = |target: Option<SocketAddr>| {
         target.map_or_else(|| "rejected".to_string(), |t| t.to_string())
@@ -236,6 +274,32 @@ async fn install_rules(config: &Config) -> Result<(), AppError> {
     info!(table = firewall::TABLE, interfaces = %config.host_interface, ipv4 = %family(targets.v4),
         ipv6 = %family(targets.v6), replaced_previous_agents_rules = adopted,
         inspect = firewall::inspect_command(), "DNAT rules installed");
+    Ok(Guarded {
+        targets,
+        interfaces: config.host_interface.clone(),
+        expected,
+    })
+}
+
+/// A literal `--host-interface` name must exist: kube2iam refused to start
+/// otherwise, and a rule for a typo intercepts nothing. Wildcards may match
+/// nothing yet (no pods on a new node); the guard reports that.
+fn check_interfaces(selection: &firewall::InterfaceMatch) -> Result<(), AppError> {
+    let present = match firewall::present_interfaces() {
+        Ok(present) => present,
+        Err(error) => {
+            warn!(%error, "cannot list the node's interfaces to check --host-interface");
+            return Ok(());
+        }
+    };
+    for name in selection.literal_names() {
+        if !present.iter().any(|p| p == name) {
+            return Err(AppError::NoSuchInterface {
+                name: name.to_string(),
+                present: present.join(", "),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -197,6 +197,17 @@ pub struct ServerArgs {
     )]
     pub pod_proxy_rate: u32,
 
+    /// Keep the key that signs pods' IMDSv2 tokens in this file (created,
+    /// mode 0600, if missing), so tokens survive an agent restart. Empty: a
+    /// new key per process, and pods' SDKs get 401 once and ask again.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_IMDS_TOKEN_KEY_FILE",
+        default_value = ""
+    )]
+    pub imds_token_key_file: String,
+
     /// Refuse IMDSv1 requests from pods: every request needs an IMDSv2 session token.
     #[arg(long, global = true, env = "IAMLET_REQUIRE_IMDSV2", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]

@@ -100,6 +100,10 @@ pub struct Config {
     pub remove_rules_on_exit: bool,
     /// kube2iam flags set on the command line or environment that change nothing here, with why.
     pub no_effect: Vec<(String, &'static str)>,
+    /// Where the IMDSv2 token key is kept across restarts (none: per process).
+    pub imds_token_key_file: Option<std::path::PathBuf>,
+    /// Values kube2iam accepted that iamlet had to change, with what it did.
+    pub adjusted: Vec<(&'static str, String)>,
 }
 
 /// What the command line asks for.
@@ -195,7 +199,7 @@ impl Config {
         }
 
         let roles = role_settings(&cli)?;
-        let cache = cache_settings(&cli)?;
+        let (cache, adjusted) = cache_settings(&cli)?;
         let (log_format, log_level) = log_settings(&cli)?;
         let host_interface = InterfaceMatch::parse(&cli.node.host_interface)
             .map_err(|why| ConfigError::invalid("host-interface", why))?;
@@ -255,6 +259,10 @@ impl Config {
             host_interface,
             remove_rules_on_exit: cli.node.remove_rules_on_exit,
             no_effect,
+            imds_token_key_file: Some(cli.server.imds_token_key_file.trim())
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
+            adjusted,
         })
     }
 }
@@ -390,14 +398,27 @@ const STS_MAX_DURATION: Duration = Duration::from_secs(43_200);
 const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
 
-fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
+fn cache_settings(cli: &Cli) -> Result<(CacheSettings, Vec<(&'static str, String)>), ConfigError> {
     let args = &cli.credentials;
-    let duration = args.iam_role_session_ttl;
+    let mut duration = args.iam_role_session_ttl;
+    let mut adjusted = Vec::new();
     let min_duration = if args.allow_short_sessions {
         Duration::from_secs(1)
     } else {
         STS_MIN_DURATION
     };
+    // kube2iam asked STS for twice this value, so a kube2iam `10m` meant
+    // 20-minute sessions. iamlet asks for what is written; a value under
+    // STS's minimum is raised to it so a kube2iam DaemonSet still starts.
+    if !duration.is_zero() && duration < min_duration {
+        adjusted.push((
+            "iam-role-session-ttl",
+            format!(
+                "{duration:?} is under STS's 15-minute minimum (kube2iam asked STS for twice its value); sessions of 15m are requested instead"
+            ),
+        ));
+        duration = STS_MIN_DURATION;
+    }
     if duration < min_duration || duration > STS_MAX_DURATION {
         return Err(ConfigError::invalid(
             "iam-role-session-ttl",
@@ -438,16 +459,20 @@ fn cache_settings(cli: &Cli) -> Result<CacheSettings, ConfigError> {
             ),
         ));
     }
-    Ok(CacheSettings {
-        session_duration: duration,
-        refresh_before,
-        min_remaining,
-        error_ttl: args.iam_role_error_ttl,
-    })
+    Ok((
+        CacheSettings {
+            session_duration: duration,
+            refresh_before,
+            min_remaining,
+            error_ttl: args.iam_role_error_ttl,
+        },
+        adjusted,
+    ))
 }
 
 fn log_settings(cli: &Cli) -> Result<(LogFormat, tracing::Level), ConfigError> {
-    let format = match cli.logging.log_format.as_str() {
+    // kube2iam compared the lower-cased value: `JSON` and `Text` work too.
+    let format = match cli.logging.log_format.to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {

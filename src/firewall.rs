@@ -1,16 +1,20 @@
 //! The node's packet path: iamlet's own nftables table that sends pods'
 //! metadata traffic to the agent. Only this module runs `nft`.
 
+mod guard;
 mod interfaces;
 mod rules;
+mod state;
 
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{NfListObject, NfObject};
 use nftables::types::NfFamily;
 use thiserror::Error;
 
-pub use interfaces::InterfaceMatch;
+pub use guard::{Guarded, spawn_guard};
+pub use interfaces::{InterfaceMatch, present as present_interfaces};
 pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE, Targets};
+pub use state::TableState;
 
 #[derive(Debug, Error)]
 pub enum FirewallError {

@@ -18,3 +18,4 @@ pub use handler::{Listener, MetadataService, ServiceSettings};
 pub use limit::RateLimiter;
 pub use proxy::{ProxyError, Upstream};
 pub use server::serve;
+pub use token::TokenIssuer;

@@ -195,29 +195,30 @@ async fn namespace_restrictions_apply_to_annotated_and_default_roles() {
             .get("127.0.1.21", &format!("{CREDS}admin"))
             .await
             .status,
-        403
+        404
     );
     assert_eq!(
         agent
             .get("127.0.1.22", &format!("{CREDS}app-reader"))
             .await
             .status,
-        403
+        404
     );
     assert_eq!(
         agent
             .get("127.0.1.23", &format!("{CREDS}app-reader"))
             .await
             .status,
-        403
+        404
     );
     // kube2iam let the default role skip the restrictions; iamlet does not.
+    // Refusals are 404, as kube2iam answered: the pod has no role.
     assert_eq!(
         agent
             .get("127.0.1.24", &format!("{CREDS}app-default"))
             .await
             .status,
-        403
+        404
     );
     assert!(agent.logs().contains("namespace-restriction"));
 
@@ -284,7 +285,7 @@ async fn regexp_restrictions_are_anchored() {
             .get("127.0.1.26", &format!("{CREDS}evil-app-reader"))
             .await
             .status,
-        403
+        404
     );
 }
 

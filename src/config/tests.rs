@@ -165,7 +165,7 @@ fn invalid_values_name_their_flag() {
         (&["--host-ip=10.0.0.1", "--log-format=xml"], "--log-format"),
         (&["--host-ip=10.0.0.1", "--log-level=loud"], "--log-level"),
         (
-            &["--host-ip=10.0.0.1", "--iam-role-session-ttl=5m"],
+            &["--host-ip=10.0.0.1", "--iam-role-session-ttl=0s"],
             "--iam-role-session-ttl",
         ),
         (
@@ -337,4 +337,29 @@ fn index_staleness_and_connection_caps_are_flags() {
     assert!(error.contains("max-index-staleness"), "{error}");
     let error = error_of(&["--host-ip=10.0.0.1", "--max-connections=-1"]);
     assert!(error.contains("max-connections"), "{error}");
+}
+
+#[test]
+fn kube2iam_values_iamlet_changes_start_with_a_warning() {
+    let config = parse(&["--host-ip=10.0.0.1", "--iam-role-session-ttl=10m"]).unwrap();
+    assert_eq!(config.cache.session_duration, Duration::from_secs(900));
+    assert_eq!(config.adjusted.len(), 1);
+    assert_eq!(config.adjusted[0].0, "iam-role-session-ttl");
+    assert!(
+        config.adjusted[0].1.contains("twice"),
+        "{:?}",
+        config.adjusted
+    );
+    let untouched = parse(&["--host-ip=10.0.0.1", "--iam-role-session-ttl=15m"]).unwrap();
+    assert!(untouched.adjusted.is_empty());
+    for spelling in ["JSON", "Json", "json"] {
+        let config = parse(&["--host-ip=10.0.0.1", &format!("--log-format={spelling}")]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json, "{spelling}");
+    }
+    assert_eq!(
+        parse(&["--host-ip=10.0.0.1", "--log-format=TEXT"])
+            .unwrap()
+            .log_format,
+        LogFormat::Text
+    );
 }

@@ -94,15 +94,10 @@ impl Refusal {
                 StatusCode::NOT_FOUND
             }
             Refusal::NoRole { .. } => StatusCode::NOT_FOUND,
-            Refusal::Role { error, .. } => match error {
-                RoleError::NotAllowed { .. } | RoleError::InvalidNamespacePolicy { .. } => {
-                    StatusCode::FORBIDDEN
-                }
-                RoleError::InvalidArn { .. }
-                | RoleError::NoBaseArn { .. }
-                | RoleError::InvalidExternalId { .. }
-                | RoleError::UnknownNamespace { .. } => StatusCode::NOT_FOUND,
-            },
+            // As kube2iam: a pod whose role cannot be granted (not allowed
+            // in its namespace, invalid) has no role, so 404, which every
+            // SDK reads as "no credentials here".
+            Refusal::Role { .. } => StatusCode::NOT_FOUND,
             Refusal::NotThePodsRole { .. } => StatusCode::FORBIDDEN,
             Refusal::Sts(failure) => match failure.error.kind {
                 StsErrorKind::AccessDenied => StatusCode::FORBIDDEN,

@@ -42,6 +42,47 @@ impl InterfaceMatch {
     }
 }
 
+impl InterfaceMatch {
+    /// Whether traffic arriving on interface `name` is matched.
+    pub fn matches(&self, name: &str) -> bool {
+        let included =
+            self.include.is_empty() || self.include.iter().any(|p| pattern_matches(p, name));
+        included && !self.exclude.iter().any(|p| pattern_matches(p, name))
+    }
+
+    /// Included names without a wildcard: each must name an interface that
+    /// exists, since a rule for a mistyped name matches nothing and pods
+    /// would reach the real metadata service.
+    pub fn literal_names(&self) -> impl Iterator<Item = &str> {
+        self.include
+            .iter()
+            .filter(|p| !p.ends_with('*'))
+            .map(String::as_str)
+    }
+
+    /// Whether some included entry is a wildcard (which may match nothing
+    /// until pods start).
+    pub fn has_wildcard(&self) -> bool {
+        self.include.is_empty() || self.include.iter().any(|p| p.ends_with('*'))
+    }
+}
+
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(stem) => name.starts_with(stem),
+        None => name == pattern,
+    }
+}
+
+/// The names of the interfaces in this network namespace.
+pub fn present() -> std::io::Result<Vec<String>> {
+    let interfaces = nix::net::if_::if_nameindex().map_err(std::io::Error::from)?;
+    Ok(interfaces
+        .iter()
+        .map(|i| i.name().to_string_lossy().into_owned())
+        .collect())
+}
+
 impl fmt::Display for InterfaceMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
@@ -93,6 +134,27 @@ mod tests {
         assert_eq!(list.include, ["eni*", "vlan*"]);
         assert_eq!(list.exclude, ["eni-mgmt"]);
         assert_eq!(list.to_string(), "eni+, vlan+,!eni-mgmt");
+    }
+
+    #[test]
+    fn matching_follows_nft_patterns() {
+        let calico = InterfaceMatch::parse("cali+,!cali-system").unwrap();
+        assert!(calico.matches("cali12ab"));
+        assert!(!calico.matches("cali-system"));
+        assert!(!calico.matches("eth0"));
+        assert!(calico.has_wildcard());
+        assert_eq!(calico.literal_names().count(), 0);
+        let docker = InterfaceMatch::parse("docker0").unwrap();
+        assert!(docker.matches("docker0") && !docker.matches("docker01"));
+        assert_eq!(docker.literal_names().collect::<Vec<_>>(), ["docker0"]);
+        assert!(!docker.has_wildcard());
+        let not = InterfaceMatch::parse("!eth0").unwrap();
+        assert!(not.matches("veth1") && !not.matches("eth0") && not.has_wildcard());
+    }
+
+    #[test]
+    fn the_loopback_interface_is_present() {
+        assert!(present().unwrap().iter().any(|name| name == "lo"));
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub const REJECT_FORWARD_CHAIN: &str = "reject-forward";
 pub const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 pub const METADATA_PORT: u16 = 80;
-/// dstnat priority, the standard place for DNAT.
-const DSTNAT_PRIORITY: i32 = -100;
+/// Just ahead of dstnat (-100), where iptables' `nat PREROUTING` and so
+/// kube2iam's rule sit: the first DNAT at a hook decides a connection, so
+/// while both are installed (a cut-over from kube2iam, or a rollback)
+/// iamlet's rule is the one that applies, and removing either agent's rule
+/// hands traffic to the other without a gap.
+pub const DSTNAT_PRIORITY: i32 = -110;
 /// filter priority.
 const FILTER_PRIORITY: i32 = 0;
 const DNAT_COMMENT: &str = "iamlet: pods' metadata traffic to the agent";

@@ -2,8 +2,10 @@
 //!
 //! A token is `base64url(version | expiry | mac)` where the MAC (HMAC-SHA256
 //! with a key drawn at start) covers the version, the expiry and the caller's
-//! IP: a token is useless from another pod, and every token dies with the
-//! agent that issued it (clients then ask for a new one on 401).
+//! IP: a token is useless from another pod. With `--imds-token-key-file`
+//! the key is kept in a file only root on the node can read, so tokens
+//! survive an agent restart; without it every token dies with the agent that
+//! issued it (clients then get 401 and ask for a new one).
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -96,6 +98,45 @@ impl TokenIssuer {
     }
 }
 
+impl TokenIssuer {
+    /// The issuer whose key is kept in `path`: the key already there (32
+    /// bytes, readable by its owner only), or a new one written there.
+    pub fn from_key_file(path: &std::path::Path) -> std::io::Result<(Self, KeyOrigin)> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        if let Ok(file) = std::fs::File::open(path) {
+            let private = file.metadata()?.mode() & 0o077 == 0;
+            let mut key = [0u8; 32];
+            let mut content = Vec::with_capacity(33);
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, 33), &mut content)?;
+            if private && content.len() == key.len() {
+                key.copy_from_slice(&content);
+                return Ok((TokenIssuer { key }, KeyOrigin::Kept));
+            }
+        }
+        let issuer = TokenIssuer::new();
+        let temporary = path.with_extension(format!("new.{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        std::io::Write::write_all(&mut file, &issuer.key)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        Ok((issuer, KeyOrigin::Created))
+    }
+}
+
+/// Where a key file's key came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// An earlier agent's: its tokens stay valid.
+    Kept,
+    /// Written now (no file, or one of the wrong size or readable by others).
+    Created,
+}
+
 impl Default for TokenIssuer {
     fn default() -> Self {
         Self::new()
@@ -123,6 +164,39 @@ mod tests {
 
     const POD: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
     const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 8));
+
+    #[test]
+    fn a_key_file_keeps_tokens_valid_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imds-token-key");
+        let (first, origin) = TokenIssuer::from_key_file(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Created);
+        let now = SystemTime::now();
+        let token = first.issue(POD, Duration::from_secs(60), now);
+        let (second, origin) = TokenIssuer::from_key_file(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Kept);
+        assert_eq!(second.validate(&token, POD, now), Ok(()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_key_file_others_could_read_or_of_the_wrong_size_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imds-token-key");
+        std::fs::write(&path, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (issuer, origin) = TokenIssuer::from_key_file(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Created);
+        assert_ne!(issuer.key, [7u8; 32]);
+        std::fs::write(&path, b"short").unwrap();
+        assert_eq!(
+            TokenIssuer::from_key_file(&path).unwrap().1,
+            KeyOrigin::Created
+        );
+    }
 
     #[test]
     fn a_token_works_for_its_caller_until_it_expires() {

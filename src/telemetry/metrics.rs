@@ -70,6 +70,8 @@ pub struct Metrics {
     pub watch_restarts: Family<KindLabels, Counter>,
     pub relists: Family<KindLabels, Counter>,
     pub rules_installed: Gauge,
+    pub rule_repairs: Counter,
+    pub host_interfaces_matched: Gauge,
     pub grants: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
     pub connections_open: Gauge,
@@ -102,6 +104,8 @@ impl Metrics {
             watch_restarts: Family::default(),
             relists: Family::default(),
             rules_installed: Gauge::default(),
+            rule_repairs: Counter::default(),
+            host_interfaces_matched: Gauge::default(),
             grants: Family::default(),
             connections_refused: Family::default(),
             connections_open: Gauge::default(),
@@ -173,8 +177,18 @@ impl Metrics {
         );
         registry.register(
             "rules_installed",
-            "1 while iamlet's DNAT rules are installed by this agent",
+            "1 while iamlet's nftables tables are in place as this agent wrote them (checked on every ruleset change and every 5 s)",
             metrics.rules_installed.clone(),
+        );
+        registry.register(
+            "rule_repairs",
+            "Times iamlet's nftables tables were found flushed, deleted or altered and written again",
+            metrics.rule_repairs.clone(),
+        );
+        registry.register(
+            "host_interfaces_matched",
+            "Interfaces on the node that --host-interface matches now",
+            metrics.host_interfaces_matched.clone(),
         );
         registry.register(
             "credential_grants",

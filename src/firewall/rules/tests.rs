@@ -32,7 +32,7 @@ fn table_commands(family: &str) -> Vec<Value> {
 
 fn nat_chain(family: &str) -> Value {
     json!({"add": {"chain": {"family": family, "table": "iamlet", "name": "prerouting",
-        "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}})
+        "type": "nat", "hook": "prerouting", "prio": -110, "policy": "accept"}}})
 }
 
 fn filter_chain(family: &str, name: &str, hook: &str) -> Value {
