@@ -103,7 +103,7 @@ pub struct Config {
     /// Where the IMDSv2 token key is kept across restarts (none: per process).
     pub imds_token_key_file: Option<std::path::PathBuf>,
     /// Values kube2iam accepted that iamlet had to change, with what it did.
-    pub adjusted: Vec<(&'static str, String)>,
+    pub adjusted: Vec<Adjustment>,
 }
 
 /// What the command line asks for.
@@ -398,7 +398,10 @@ const STS_MAX_DURATION: Duration = Duration::from_secs(43_200);
 const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
 
-fn cache_settings(cli: &Cli) -> Result<(CacheSettings, Vec<(&'static str, String)>), ConfigError> {
+/// A flag's name and what iamlet did with a value kube2iam accepted.
+pub type Adjustment = (&'static str, String);
+
+fn cache_settings(cli: &Cli) -> Result<(CacheSettings, Vec<Adjustment>), ConfigError> {
     let args = &cli.credentials;
     let mut duration = args.iam_role_session_ttl;
     let mut adjusted = Vec::new();
