@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, idempotently:
-#  - Debian packages: nftables and iproute2 (node networking tests), curl;
+#  - Debian packages: nftables and iproute2 (node networking tests), curl,
+#    iptables (the kube2iam stand-in of the cut-over test) and prometheus
+#    (for promtool: the shipped alert rules are checked and unit-tested);
 #  - a project-local Python venv (.venv) with moto (STS/IAM/S3), awscli, boto3,
 #    and kubernetes-validate (offline schema checks of the manifests).
 # kubectl and the Rust toolchain are expected on the machine already.
@@ -11,6 +13,8 @@ need_apt=()
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
@@ -18,7 +22,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "setup: installing ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # --no-install-recommends: promtool is all the tests need of prometheus.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 command -v kubectl >/dev/null 2>&1 || { echo "setup: kubectl is required" >&2; exit 1; }

@@ -266,7 +266,8 @@ async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
         let outcome = firewall::install(&targets, &interfaces)?;
         Ok::<_, FirewallError>((outcome, TableState::read()?))
     })
-    .await??;
+    .await?
+    .map_err(explain_privileges)?;
     let adopted = outcome == Installed::Replaced;
     let family = |target: Option<SocketAddr>| {
         target.map_or_else(|| "rejected".to_string(), |t| t.to_string())
@@ -279,6 +280,18 @@ async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
         interfaces: config.host_interface.clone(),
         expected,
     })
+}
+
+/// nft's own words ("you must be root") do not say what to change in a
+/// DaemonSet: name the user and what the agent needs.
+fn explain_privileges(error: FirewallError) -> FirewallError {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return error;
+    }
+    FirewallError::Nft(format!(
+        "{error}; iamlet runs as uid {uid}, and managing its nftables table needs uid 0 with CAP_NET_ADMIN: run the image's default user (root), as iamlet's manifests do with every other capability dropped"
+    ))
 }
 
 /// A literal `--host-interface` name must exist: kube2iam refused to start

@@ -64,7 +64,7 @@ pub fn spawn_guard(guarded: Guarded, metrics: Arc<Metrics>) -> JoinHandle<()> {
 
 async fn run(mut guarded: Guarded, metrics: Arc<Metrics>, changed: Arc<Notify>) {
     let mut last_check = Instant::now();
-    let mut nothing_matched = false;
+    let mut nothing_matched = watch_interfaces(&guarded.interfaces, &metrics, false);
     loop {
         tokio::select! {
             () = changed.notified() => tokio::time::sleep(SETTLE).await,

@@ -69,6 +69,18 @@ where
     }
 }
 
+/// Polls `check` (blocking) until it holds; fails naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Everything one test needs: moto, the API server, the fake upstream
 /// metadata service, and (once started) the agent.
 pub struct Node {

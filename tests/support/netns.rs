@@ -18,7 +18,11 @@ pub struct SimNode {
     prefix: String,
     node_credentials: Vec<(String, String)>,
     agent: Option<Child>,
+    agent_port: u16,
     agent_logs: usize,
+    /// Other processes a test started in the node's or a pod's namespace,
+    /// killed by PID on drop.
+    background: Vec<Child>,
 }
 
 fn repo() -> PathBuf {
@@ -78,7 +82,9 @@ impl SimNode {
             prefix,
             node_credentials: Vec::new(),
             agent: None,
+            agent_port: AGENT_PORT,
             agent_logs: 0,
+            background: Vec::new(),
         };
         let output = node.script(&["up"]);
         check(&output, "node.sh up");
@@ -234,7 +240,45 @@ impl SimNode {
     }
 
     pub fn start_agent(&mut self, extra: &[&str]) {
+        self.start_agent_as(&[], extra);
+    }
+
+    /// Starts the agent through `wrapper` (say `setpriv` with a capability
+    /// set, as a container's security context would give it), with `extra`
+    /// flags after the suite's own (a repeated flag takes the last value).
+    pub fn start_agent_as(&mut self, wrapper: &[&str], extra: &[&str]) {
+        let child = self.spawn_agent(wrapper, extra);
+        self.agent = Some(child);
+        self.wait_ready();
+    }
+
+    /// Starts the agent without waiting for it; returns its exit once it
+    /// has stopped on its own (within `limit`), with its log.
+    pub fn run_agent_to_exit(
+        &mut self,
+        wrapper: &[&str],
+        extra: &[&str],
+        limit: Duration,
+    ) -> (Option<ExitStatus>, String) {
+        let mut child = self.spawn_agent(wrapper, extra);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (Some(status), self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.agent = Some(child);
+        (None, self.agent_log())
+    }
+
+    fn spawn_agent(&mut self, wrapper: &[&str], extra: &[&str]) -> Child {
         assert!(self.agent.is_none(), "an agent is already running");
+        self.agent_port = extra
+            .iter()
+            .rev()
+            .find_map(|a| a.strip_prefix("--app-port="))
+            .map_or(AGENT_PORT, |p| p.parse().unwrap());
         self.agent_logs += 1;
         let log = std::fs::File::create(self.agent_log_path(self.agent_logs)).unwrap();
         let port = format!("--app-port={AGENT_PORT}");
@@ -242,10 +286,10 @@ impl SimNode {
         let api = format!("--api-server={API_URL}");
         let node = format!("--node={}", super::NODE);
         let base = format!("--base-role-arn=arn:aws:iam::{}:role/", super::ACCOUNT);
-        let mut args = vec![
-            "netns",
-            "exec",
-            &self.node_ns(),
+        let node_ns = self.node_ns();
+        let mut args = vec!["netns", "exec", &node_ns];
+        args.extend(wrapper);
+        args.extend([
             env!("CARGO_BIN_EXE_iamlet"),
             "--iptables=true",
             "--host-interface=br0",
@@ -254,12 +298,10 @@ impl SimNode {
             &api,
             &node,
             &base,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+        ]);
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new("ip")
+        Command::new("ip")
             .args(&args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -271,10 +313,12 @@ impl SimNode {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.agent = Some(child);
+            .unwrap()
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let ready_url = format!("http://{NODE_IP}:{AGENT_PORT}/readyz");
+        let ready_url = format!("http://{NODE_IP}:{}/readyz", self.agent_port);
         loop {
             if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
                 panic!("iamlet exited with {status}:\n{}", self.agent_log());
@@ -293,6 +337,82 @@ impl SimNode {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The body of `path` on the running agent, asked from the node.
+    pub fn agent_get(&self, path: &str) -> String {
+        let url = format!("http://{NODE_IP}:{}{path}", self.agent_port);
+        String::from_utf8_lossy(&self.in_node(&["curl", "-s", "-m", "2", &url]).stdout).into_owned()
+    }
+
+    /// The value of a metric (with its labels, as printed) on the agent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.agent_get("/metrics")
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Starts `args` in the background in the node's namespace; killed (by
+    /// PID) on drop. Returns its index for [`SimNode::stop_background`].
+    pub fn spawn_in_node(&mut self, args: &[&str]) -> usize {
+        let ns = self.node_ns();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.background.push(child);
+        self.background.len() - 1
+    }
+
+    /// Starts `args` in the background in a pod's namespace, its output
+    /// captured; collect it with [`SimNode::wait_background`].
+    pub fn spawn_in_pod(&mut self, pod: &str, args: &[&str]) -> usize {
+        let ns = self.pod_ns(pod);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.background.push(child);
+        self.background.len() - 1
+    }
+
+    /// Kills a background process by PID.
+    pub fn stop_background(&mut self, index: usize) {
+        let child = &mut self.background[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for a background process to end on its own; its stdout.
+    pub fn wait_background(&mut self, index: usize, limit: Duration) -> String {
+        let child = &mut self.background[index];
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "background process did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut out = String::new();
+        use std::io::Read;
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout.read_to_string(&mut out).unwrap();
+        }
+        out
+    }
+
+    /// A file in the node's state directory (removed with the node).
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        self.state.path().join(name)
+    }
+
+    /// The running agent's process id.
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.as_ref().expect("a running agent").id()
     }
 
     /// Sends `signal` to the agent (by PID) and waits for it to exit.
@@ -329,6 +449,10 @@ impl SimNode {
 
 impl Drop for SimNode {
     fn drop(&mut self) {
+        for child in &mut self.background {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(mut agent) = self.agent.take() {
             let _ = agent.kill();
             let _ = agent.wait();
