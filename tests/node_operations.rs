@@ -5,6 +5,8 @@
 //! throughout and reports who answered; the numbers are printed (run with
 //! `--no-capture`) and recorded in docs/operations.md. Needs root.
 
+#![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
+
 mod support;
 
 use std::time::Duration;
