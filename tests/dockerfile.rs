@@ -87,7 +87,15 @@ fn the_runtime_stage_has_what_the_binary_runs() {
     );
     assert!(text.contains("COPY --from=build /src/target/release/iamlet /usr/local/bin/iamlet"));
     assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/iamlet"]"#));
-    assert!(text.contains("USER 65532:65532"), "non-root by default");
+    // Root by default, so that kube2iam's privileged DaemonSet without
+    // runAsUser can manage the rules after an image swap (the last USER
+    // line is the one in force).
+    let user = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER line");
+    assert_eq!(user.trim(), "0:0");
     for label in ["title", "version", "revision", "licenses"] {
         assert!(
             text.contains(&format!("org.opencontainers.image.{label}")),

@@ -112,7 +112,14 @@ fn every_kustomization_renders_validates_and_starts_the_binary() {
     let names: Vec<&str> = kustomizations.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["base", "aws-vpc-cni", "calico", "cilium", "from-kube2iam"]
+        [
+            "base",
+            "aws-vpc-cni",
+            "calico",
+            "cilium",
+            "from-kube2iam",
+            "with-prometheus-operator"
+        ]
     );
     for (name, dir) in &kustomizations {
         let objects = render(name, dir);
@@ -129,7 +136,19 @@ fn every_kustomization_renders_validates_and_starts_the_binary() {
             }
         };
         assert!(config.iptables, "{name}");
-        assert_eq!(config.listen.to_string(), "10.0.1.23:8181", "{name}");
+        // Beside kube2iam, which holds :8181 on every interface.
+        let port = if name == "from-kube2iam" { 8182 } else { 8181 };
+        assert_eq!(config.listen.port(), port, "{name}");
+        assert_eq!(config.listen.ip().to_string(), "10.0.1.23", "{name}");
+        assert_eq!(config.metrics_port, None, "{name}: metrics on the app port");
+        assert_eq!(container["ports"][0]["hostPort"], port, "{name}");
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(container[probe]["httpGet"]["port"], port, "{name}");
+        }
+        assert!(
+            config.imds_token_key_file.is_some(),
+            "{name}: tokens survive restarts"
+        );
         let expected_interface = match name.as_str() {
             "aws-vpc-cni" => "eni*",
             "calico" | "from-kube2iam" => "cali*",
@@ -215,4 +234,106 @@ fn the_daemonset_asks_for_only_what_it_needs() {
         find(&objects, "ServiceAccount")["metadata"]["name"]
     );
     assert_eq!(pod["serviceAccountName"], "iamlet");
+
+    // The only host path: the IMDSv2 token key's directory, on tmpfs.
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{"name": "state", "hostPath": {"path": "/run/iamlet", "type": "DirectoryOrCreate"}}])
+    );
+    // A headless Service over the agents gives Prometheus job="iamlet".
+    let service = find(&objects, "Service");
+    assert_eq!(service["metadata"]["name"], "iamlet");
+    assert_eq!(service["spec"]["clusterIP"], "None");
+    let labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[key], value, "the Service selects the agents");
+    }
+    let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == target)
+    );
+}
+
+/// The component for the Prometheus operator: its ServiceMonitor finds the
+/// Service, and its PrometheusRule carries exactly the shipped rule file.
+#[test]
+fn the_prometheus_operator_component_scrapes_the_agents_with_the_shipped_alerts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let objects = render(
+        "with-prometheus-operator",
+        &root.join("manifests/overlays/with-prometheus-operator"),
+    );
+    let service = find(&objects, "Service");
+    let monitor = find(&objects, "ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value);
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    let rule = find(&objects, "PrometheusRule");
+    let file = yaml_file(&root.join("manifests/monitoring/iamlet.rules.yaml"));
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule and the rule file differ"
+    );
+}
+
+fn yaml_file(path: &Path) -> Value {
+    let out = Command::new(support::venv().join("bin/python"))
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// kube2iam's own DaemonSets (its README's and its chart's, with
+/// --iptables=true) with only the image swapped: the binary takes their
+/// args as they are, and they run privileged with no runAsUser, which is
+/// the image's default user (root: tests/dockerfile.rs).
+/// tests/node_operations.rs runs the agent under both security contexts.
+#[test]
+fn kube2iams_own_daemonsets_start_iamlet_with_the_image_swapped() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube2iam");
+    for (file, interface) in [
+        ("readme-iptables.yaml", "docker0"),
+        ("chart-iptables.yaml", "cali*"),
+    ] {
+        let daemonset = yaml_file(&root.join(file));
+        let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["securityContext"]["privileged"], true, "{file}");
+        assert!(
+            container["securityContext"]["runAsUser"].is_null(),
+            "{file}"
+        );
+        let args = expanded_args(container);
+        let argv = std::iter::once("iamlet".to_string()).chain(args.iter().cloned());
+        let config = match Invocation::parse(argv, |_| None) {
+            Ok(Invocation::Run(config)) => config,
+            other => panic!("{file}: {other:?}"),
+        };
+        assert!(config.iptables, "{file}");
+        assert_eq!(config.listen.to_string(), "10.0.1.23:8181", "{file}");
+        assert_eq!(config.host_interface.include, [interface], "{file}");
+        if let Some(probe) = container["livenessProbe"]["httpGet"].as_object() {
+            assert_eq!(probe["path"], "/healthz", "{file}: iamlet serves it");
+        }
+    }
 }

@@ -232,6 +232,7 @@ impl Metrics {
             "Version and commit of the running agent",
             build,
         );
+        metrics.start_at_zero();
         Metrics {
             registry,
             ..metrics
@@ -277,6 +278,37 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::try_from(watch.reconnects).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Creates the series whose label values are known in advance at zero,
+    /// so that they exist before their first event: an alert on
+    /// `rate(...{result="error"})` then sees the first error, and a scrape
+    /// shows every series the shipped alerts use.
+    fn start_at_zero(&self) {
+        for reason in ["per-source-limit", "total-limit", "rate-limited"] {
+            drop(
+                self.connections_refused
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
+        for family in [&self.refreshes, &self.prefetches] {
+            for result in ["success", "error"] {
+                drop(family.get_or_create(&ResultLabels { result }));
+            }
+        }
+        for result in ["hit", "miss"] {
+            drop(self.cache_lookups.get_or_create(&ResultLabels { result }));
+        }
+        for result in ["logged", "repeat"] {
+            drop(self.grants.get_or_create(&ResultLabels { result }));
+        }
+        drop(
+            self.watch_restarts
+                .get_or_create(&KindLabels { kind: "pods" }),
+        );
+        drop(self.sts_calls.get_or_create(&StsLabels {
+            code: "success".into(),
+        }));
     }
 
     pub fn deny(&self, reason: &'static str) {
