@@ -100,6 +100,16 @@ in_pod curl -s http://169.254.169.254/latest/meta-data/instance-id; echo
 show "pod/app" "curl -w ' (%{http_code})' http://169.254.169.254/latest/user-data"
 in_pod curl -s -o /dev/null -w '(%{http_code})' http://169.254.169.254/latest/user-data; echo
 
+bold "5. Something flushes the node's ruleset: iamlet hears it and writes its table again"
+show "node" "nft flush ruleset"
+node nft flush ruleset
+sleep 0.5
+show "node" "nft list table ip iamlet | grep dnat"
+node nft list table ip iamlet | grep dnat | sed -e 's/^[[:space:]]*//'
+grep -E "written again" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
+show "node" "curl -s http://10.77.0.1:8181/metrics | grep iamlet_rule"
+node curl -s http://10.77.0.1:8181/metrics | grep -E "^iamlet_rule"
+
 bold "iamlet's decision log"
 grep -E "credential decision|request refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
 echo "   (the grant is logged once: the later requests got the same credentials and are counted, not logged)"
