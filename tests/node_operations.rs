@@ -148,7 +148,7 @@ fn a_flushed_deleted_or_altered_table_is_written_again_within_a_second() {
         "the rules must be back within a second: {}",
         probed.summary
     );
-    assert!(probed.count("s3-reader") > 100, "{}", probed.summary);
+    assert!(probed.count("s3-reader") > 50, "{}", probed.summary);
 }
 
 #[test]
@@ -237,8 +237,8 @@ fn cut_over_from_kube2iam_and_back_without_a_window() {
         "the real metadata service answered a pod: {}",
         probed.summary
     );
-    assert!(probed.count("s3-reader") > 50, "{}", probed.summary);
-    assert!(probed.count(KUBE2IAM_ANSWER) > 50, "{}", probed.summary);
+    assert!(probed.count("s3-reader") > 20, "{}", probed.summary);
+    assert!(probed.count(KUBE2IAM_ANSWER) > 20, "{}", probed.summary);
     assert!(
         probed.longest_gap_ms < 1000.0,
         "longest stretch without an answer: {}",
