@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
 use crate::entitlement::Entitlements;
-use crate::firewall::{self, FirewallError, Guarded, Installed, TableState, Targets};
+use crate::firewall::{self, FirewallError, Guarded, Installed, Targets};
 use crate::imds::{
     ConnectionLimits, DecisionLog, Listener, MetadataService, RateLimiter, Upstream, serve,
 };
@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let guard = if config.iptables {
         let guarded = install_rules(&config).await?;
         metrics.rules_installed.set(1);
+        metrics.rules_managed.set(1);
         Some(firewall::spawn_guard(guarded, metrics.clone()))
     } else {
         None
@@ -188,7 +189,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         watcher.abort();
     }
     if let Some(guard) = guard {
-        guard.abort();
+        guard.stop().await;
         leave_rules(&config).await?;
     }
     info!("iamlet stopped");
@@ -263,8 +264,7 @@ async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
     );
     let interfaces = config.host_interface.clone();
     let (outcome, expected) = tokio::task::spawn_blocking(move || {
-        let outcome = firewall::install(&targets, &interfaces)?;
-        Ok::<_, FirewallError>((outcome, TableState::read()?))
+        firewall::write_until_stable(&targets, &interfaces, None)
     })
     .await?
     .map_err(explain_privileges)?;

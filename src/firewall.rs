@@ -11,7 +11,7 @@ use nftables::schema::{NfListObject, NfObject};
 use nftables::types::NfFamily;
 use thiserror::Error;
 
-pub use guard::{Guarded, spawn_guard};
+pub use guard::{GuardHandle, Guarded, spawn_guard, write_until_stable};
 pub use interfaces::{InterfaceMatch, present as present_interfaces};
 pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE, Targets};
 pub use state::TableState;

@@ -99,6 +99,20 @@ async fn every_series_the_alerts_use_is_one_the_agent_exposes() {
 
     let rules = std::fs::read_to_string(monitoring().join("iamlet.rules.yaml")).unwrap();
     let tests = std::fs::read_to_string(monitoring().join("iamlet.rules.test.yaml")).unwrap();
+    // The values the rules select on exist too (`route="credentials"`,
+    // `result="error"`, and the `success` that `code!=` excludes).
+    let mut checked = 0;
+    for (name, label, value) in exact_matchers(&rules) {
+        let wanted = format!("{label}=\"{value}\"");
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) && l.contains(&wanted)),
+            "the alerts select {name}{{{wanted}}}, which /metrics does not have:\n{scrape}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} label values checked");
     let used = named_series(&format!("{rules}\n{tests}"));
     assert!(used.len() >= 9, "{used:?}");
     for (name, labels) in used {
@@ -114,6 +128,38 @@ async fn every_series_the_alerts_use_is_one_the_agent_exposes() {
             );
         }
     }
+}
+
+/// `iamlet_*{label="value"}` and `{label!="value"}` matchers in `text`:
+/// (metric, label, value).
+fn exact_matchers(text: &str) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("iamlet_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if let Some(selector) = tail[end..].strip_prefix('{') {
+            let close = selector.find('}').unwrap_or(0);
+            for pair in selector[..close].split(',') {
+                let Some((label, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                let label = label.trim().trim_end_matches('!');
+                if value.starts_with('~') || label == "job" || label == "instance" {
+                    continue;
+                }
+                found.push((
+                    tail[..end].to_string(),
+                    label.to_string(),
+                    value.trim().trim_matches('"').to_string(),
+                ));
+            }
+        }
+        rest = &tail[end..];
+    }
+    found
 }
 
 /// Series names and label names of an exposition: counters and

@@ -14,12 +14,12 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::state::TableState;
-use super::{FirewallError, InterfaceMatch, Targets, install, interfaces};
+use super::{FirewallError, Installed, InterfaceMatch, Targets, install, interfaces};
 use crate::telemetry::Metrics;
 
 /// The nfnetlink multicast group of nftables ruleset changes.
@@ -34,17 +34,67 @@ const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// the interface gauge current.
 const PERIODIC_CHECK: Duration = Duration::from_secs(5);
 
-/// What the guard needs to write the rules again.
+/// What the guard keeps: where the rules send traffic, and the tables as
+/// read back once they were first written completely. That reading is
+/// fixed for the agent's life (its settings do not change), so a flush that
+/// races a write can never become the state the guard defends.
 pub struct Guarded {
     pub targets: Targets,
     pub interfaces: InterfaceMatch,
-    /// The tables as read right after the agent installed them.
     pub expected: TableState,
 }
 
-/// Starts the guard. Returns the task; aborting it stops the guarding
-/// (the netlink reader thread ends with the process).
-pub fn spawn_guard(guarded: Guarded, metrics: Arc<Metrics>) -> JoinHandle<()> {
+/// How many times a write is tried before the guard reports failure and
+/// tries again at its next check.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Writes iamlet's tables and reads them back until the reading is
+/// `expected` (or, with none yet, complete: both families, their rules in
+/// them): something may flush the ruleset again between the write and the
+/// reading. Returns whether the first write replaced existing tables, and
+/// the reading.
+pub fn write_until_stable(
+    targets: &Targets,
+    interfaces: &InterfaceMatch,
+    expected: Option<&TableState>,
+) -> Result<(Installed, TableState), FirewallError> {
+    let mut first = None;
+    for _ in 0..WRITE_ATTEMPTS {
+        let installed = install(targets, interfaces)?;
+        let replaced = *first.get_or_insert(installed);
+        let state = TableState::read()?;
+        let stable = match expected {
+            Some(expected) => &state == expected,
+            None => state.is_complete(),
+        };
+        if stable {
+            return Ok((replaced, state));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(FirewallError::Nft(format!(
+        "iamlet's tables did not stay as written in {WRITE_ATTEMPTS} attempts: something keeps rewriting the ruleset"
+    )))
+}
+
+/// The running guard.
+pub struct GuardHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl GuardHandle {
+    /// Stops guarding and waits for a check in progress to finish, so
+    /// that nothing writes the tables again after this returns (say while
+    /// `--remove-rules-on-exit` removes them).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the guard.
+pub fn spawn_guard(guarded: Guarded, metrics: Arc<Metrics>) -> GuardHandle {
     let changed = Arc::new(Notify::new());
     let notifications = match subscribe(changed.clone()) {
         Ok(()) => true,
@@ -59,33 +109,47 @@ pub fn spawn_guard(guarded: Guarded, metrics: Arc<Metrics>) -> JoinHandle<()> {
         periodic_s = PERIODIC_CHECK.as_secs(),
         "guarding iamlet's nftables tables"
     );
-    tokio::spawn(run(guarded, metrics, changed))
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(Arc::new(guarded), metrics, changed, stopped));
+    GuardHandle { stop, task }
 }
 
-async fn run(mut guarded: Guarded, metrics: Arc<Metrics>, changed: Arc<Notify>) {
+async fn run(
+    guarded: Arc<Guarded>,
+    metrics: Arc<Metrics>,
+    changed: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut last_check = Instant::now();
     let mut nothing_matched = watch_interfaces(&guarded.interfaces, &metrics, false);
+    let mut next_check = PERIODIC_CHECK;
     loop {
         tokio::select! {
+            _ = stopped.changed() => return,
             () = changed.notified() => tokio::time::sleep(SETTLE).await,
-            () = tokio::time::sleep(PERIODIC_CHECK) => {}
+            () = tokio::time::sleep(next_check) => {}
         }
         let since = last_check.elapsed();
         if since < MIN_CHECK_INTERVAL {
             tokio::time::sleep(MIN_CHECK_INTERVAL - since).await;
         }
+        if *stopped.borrow() {
+            return;
+        }
         last_check = Instant::now();
-        guarded = match tokio::task::spawn_blocking(move || check(guarded)).await {
-            Ok((guarded, outcome)) => {
-                record(&metrics, &outcome);
-                guarded
-            }
+        let checked = guarded.clone();
+        let outcome = match tokio::task::spawn_blocking(move || check(&checked)).await {
+            Ok(outcome) => outcome,
             Err(error) => {
-                error!(%error, "the rule check panicked; the rules are no longer guarded");
-                metrics.rules_installed.set(0);
-                return;
+                Outcome::Failed(FirewallError::Nft(format!("the check panicked: {error}")))
             }
         };
+        // A failed check is tried again soon, not in 5 s.
+        next_check = match outcome {
+            Outcome::Failed(_) => MIN_CHECK_INTERVAL,
+            _ => PERIODIC_CHECK,
+        };
+        record(&metrics, &outcome);
         nothing_matched = watch_interfaces(&guarded.interfaces, &metrics, nothing_matched);
     }
 }
@@ -96,23 +160,30 @@ enum Outcome {
     Failed(FirewallError),
 }
 
-fn check(mut guarded: Guarded) -> (Guarded, Outcome) {
+fn check(guarded: &Guarded) -> Outcome {
     let started = Instant::now();
-    let now = match TableState::read() {
-        Ok(now) => now,
-        Err(error) => return (guarded, Outcome::Failed(error)),
-    };
-    let Some(what) = now.difference(&guarded.expected) else {
-        return (guarded, Outcome::Intact);
-    };
-    let repaired = install(&guarded.targets, &guarded.interfaces).and_then(|_| TableState::read());
-    match repaired {
-        Ok(state) => {
-            guarded.expected = state;
-            let took = started.elapsed();
-            (guarded, Outcome::Repaired { what, took })
+    let what = match TableState::read() {
+        Ok(now) => match now.difference(&guarded.expected) {
+            None => return Outcome::Intact,
+            Some(what) => what,
+        },
+        // Unreadable is treated as changed: writing the tables again is
+        // the safe side.
+        Err(error) => {
+            warn!(%error, "cannot read iamlet's nftables tables; writing them again");
+            "unreadable"
         }
-        Err(error) => (guarded, Outcome::Failed(error)),
+    };
+    match write_until_stable(
+        &guarded.targets,
+        &guarded.interfaces,
+        Some(&guarded.expected),
+    ) {
+        Ok(_) => Outcome::Repaired {
+            what,
+            took: started.elapsed(),
+        },
+        Err(error) => Outcome::Failed(error),
     }
 }
 

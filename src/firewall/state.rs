@@ -46,6 +46,25 @@ impl TableState {
         self.0.iter().all(Option::is_none)
     }
 
+    /// Whether every family has iamlet's table with at least one of its
+    /// rules in it (a DNAT or a reject): what a reading right after an
+    /// install must show before it is taken as the state to keep. A flush
+    /// between the install and the reading would otherwise make "no rules"
+    /// the state the guard defends.
+    pub fn is_complete(&self) -> bool {
+        self.0.iter().all(|table| {
+            table.as_ref().is_some_and(|value| {
+                value["nftables"].as_array().is_some_and(|objects| {
+                    objects.iter().any(|object| {
+                        object["rule"]["comment"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with("iamlet:"))
+                    })
+                })
+            })
+        })
+    }
+
     /// How this reading differs from `expected`, in words for the log.
     pub fn difference(&self, expected: &TableState) -> Option<&'static str> {
         if self == expected {
@@ -102,6 +121,21 @@ mod tests {
         };
         let quiet = listing(0, 1, "1.0.6");
         assert_eq!(listing(9_000, 7, "1.0.9").difference(&quiet), None);
+    }
+
+    #[test]
+    fn only_a_reading_with_every_familys_rules_is_complete() {
+        let with_rule = Some(serde_json::json!({"nftables": [
+            {"table": {"family": "ip", "name": "iamlet"}},
+            {"rule": {"comment": "iamlet: pods' metadata traffic to the agent"}}
+        ]}));
+        let bare_table = Some(serde_json::json!({"nftables": [
+            {"table": {"family": "ip6", "name": "iamlet"}}
+        ]}));
+        assert!(TableState(vec![with_rule.clone(), with_rule.clone()]).is_complete());
+        assert!(!TableState(vec![with_rule.clone(), None]).is_complete());
+        assert!(!TableState(vec![with_rule, bare_table]).is_complete());
+        assert!(!TableState(vec![None, None]).is_complete());
     }
 
     #[test]

@@ -100,30 +100,49 @@ impl TokenIssuer {
 
 impl TokenIssuer {
     /// The issuer whose key is kept in `path`: the key already there (32
-    /// bytes, readable by its owner only), or a new one written there.
+    /// bytes, a regular file owned by this user and readable by it only),
+    /// or a new one written there. Symbolic links are never followed, and
+    /// a new key is written to a fresh file and renamed into place, so a
+    /// reader never sees half a key and two agents never share a file.
     pub fn from_key_file(path: &std::path::Path) -> std::io::Result<(Self, KeyOrigin)> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        if let Ok(file) = std::fs::File::open(path) {
-            let private = file.metadata()?.mode() & 0o077 == 0;
-            let mut key = [0u8; 32];
+        let no_follow = nix::libc::O_NOFOLLOW;
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(no_follow)
+            .open(path)
+        {
+            let meta = file.metadata()?;
+            let trusted = meta.is_file()
+                && meta.uid() == nix::unistd::geteuid().as_raw()
+                && meta.mode() & 0o077 == 0;
             let mut content = Vec::with_capacity(33);
             std::io::Read::read_to_end(&mut std::io::Read::take(file, 33), &mut content)?;
-            if private && content.len() == key.len() {
+            let mut key = [0u8; 32];
+            if trusted && content.len() == key.len() {
                 key.copy_from_slice(&content);
                 return Ok((TokenIssuer { key }, KeyOrigin::Kept));
             }
         }
         let issuer = TokenIssuer::new();
-        let temporary = path.with_extension(format!("new.{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        std::io::Write::write_all(&mut file, &issuer.key)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
+        let mut suffix = [0u8; 8];
+        rand::rng().fill_bytes(&mut suffix);
+        let temporary = path.with_extension(format!("new-{}", u64::from_le_bytes(suffix)));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(no_follow)
+                .mode(0o600)
+                .open(&temporary)?;
+            std::io::Write::write_all(&mut file, &issuer.key)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written?;
         Ok((issuer, KeyOrigin::Created))
     }
 }
@@ -195,6 +214,27 @@ mod tests {
         assert_eq!(
             TokenIssuer::from_key_file(&path).unwrap().1,
             KeyOrigin::Created
+        );
+    }
+
+    #[test]
+    fn a_key_file_that_is_a_symbolic_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, [9u8; 32]).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("imds-token-key");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let (issuer, origin) = TokenIssuer::from_key_file(&path).unwrap();
+        assert_eq!(origin, KeyOrigin::Created);
+        assert_ne!(issuer.key, [9u8; 32], "the link's target was not used");
+        assert_eq!(std::fs::read(&target).unwrap(), [9u8; 32], "nor written");
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub relists: Family<KindLabels, Counter>,
     pub rules_installed: Gauge,
     pub rule_repairs: Counter,
+    pub rules_managed: Gauge,
     pub host_interfaces_matched: Gauge,
     pub grants: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
@@ -105,6 +106,7 @@ impl Metrics {
             relists: Family::default(),
             rules_installed: Gauge::default(),
             rule_repairs: Counter::default(),
+            rules_managed: Gauge::default(),
             host_interfaces_matched: Gauge::default(),
             grants: Family::default(),
             connections_refused: Family::default(),
@@ -179,6 +181,11 @@ impl Metrics {
             "rules_installed",
             "1 while iamlet's nftables tables are in place as this agent wrote them (checked on every ruleset change and every 5 s)",
             metrics.rules_installed.clone(),
+        );
+        registry.register(
+            "rules_managed",
+            "1 when this agent manages the rules (--iptables), 0 when something else sends pods' traffic to it",
+            metrics.rules_managed.clone(),
         );
         registry.register(
             "rule_repairs",
