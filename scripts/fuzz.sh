@@ -10,7 +10,7 @@ seconds=${1:-60}
 shift || true
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(route token role_annotation namespace_policy)
+[ ${#targets[@]} -gt 0 ] || targets=(route token role_annotation namespace_policy cgroup_path)
 export RUSTC_BOOTSTRAP=1
 for target in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$target"

@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod entitlement;
 pub mod firewall;
+pub mod identity;
 pub mod imds;
 pub mod pods;
 pub mod roles;

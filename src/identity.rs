@@ -1,0 +1,6 @@
+//! Who is calling, from what the node's kernel knows rather than from the
+//! source address alone: the pod a cgroup belongs to.
+
+pub mod cgroup;
+
+pub use cgroup::{PodCgroup, PodUid, pod_of};
