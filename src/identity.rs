@@ -2,5 +2,7 @@
 //! source address alone: the pod a cgroup belongs to.
 
 pub mod cgroup;
+pub mod sockdiag;
 
 pub use cgroup::{PodCgroup, PodUid, pod_of};
+pub use sockdiag::{SockDiagError, socket_cgroup};
