@@ -2,7 +2,9 @@
 //! source address alone: the pod a cgroup belongs to.
 
 pub mod cgroup;
+pub mod cgroups;
 pub mod sockdiag;
 
 pub use cgroup::{PodCgroup, PodUid, pod_of};
+pub use cgroups::{CgroupIdentity, PodTreeMatch, Unidentified, Unusable};
 pub use sockdiag::{SockDiagError, socket_cgroup};

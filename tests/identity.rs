@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use iamlet::identity::{pod_of, socket_cgroup};
+use iamlet::identity::{CgroupIdentity, PodUid, pod_of, socket_cgroup};
 
 const UID: &str = "6c0f2b9e-1d3a-4f5b-8c7d-9e0a1b2c3d4e";
 const ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -40,7 +40,9 @@ struct PodCgroupTree {
 
 impl PodCgroupTree {
     fn new() -> PodCgroupTree {
-        let top = cgroup2_mount().join(format!("iamlet-identity-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let top = cgroup2_mount().join(format!("iamlet-identity-{}-{n}", std::process::id()));
         let leaf = top.join(format!(
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
             UID.replace('-', "_")
@@ -127,4 +129,40 @@ fn the_kernel_names_the_cgroup_of_a_connection_and_its_path_names_the_pod() {
     let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let mine = mine.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
     assert_eq!(pod_of(mine), None, "{mine}");
+}
+
+#[test]
+fn the_agents_view_of_the_tree_names_a_callers_pod_and_forgets_a_deleted_one() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut tree = PodCgroupTree::new();
+    let identity = CgroupIdentity::probe(&tree.top).expect("a usable cgroup root");
+    // nft finds the pod tree by its path under /sys/fs/cgroup, at its depth
+    // below the cgroup v2 root.
+    let matched = identity.pod_tree_match().expect("under /sys/fs/cgroup");
+    let mount = cgroup2_mount();
+    let below_mount = tree.top.strip_prefix(&mount).unwrap();
+    assert_eq!(matched.level, below_mount.components().count() + 1);
+    assert!(matched.path.ends_with("/kubepods.slice"), "{matched:?}");
+    assert!(Path::new("/sys/fs/cgroup").join(&matched.path).is_dir());
+
+    tree.connect_from_inside(listener.local_addr().unwrap().port());
+    let (_accepted, peer) = listener.accept().unwrap();
+    let uid = identity
+        .pod_of_socket(peer, listener.local_addr().unwrap())
+        .expect("the caller's pod");
+    assert_eq!(uid.as_str(), UID);
+    assert!(identity.pod_is_here(&uid));
+    let stranger = PodUid::parse("11111111-2222-3333-4444-555555555555").unwrap();
+    assert!(!identity.pod_is_here(&stranger));
+    // The agent's own socket is in no pod.
+    assert!(
+        identity
+            .pod_of_socket(listener.local_addr().unwrap(), peer)
+            .is_err()
+    );
+
+    // The kubelet removes a deleted pod's cgroups: the pod is no longer here.
+    drop(tree);
+    std::thread::sleep(iamlet::identity::cgroups::REFRESH_AT_MOST);
+    assert!(!identity.pod_is_here(&uid));
 }

@@ -22,7 +22,7 @@ const INET_DIAG_MSG: usize = 72;
 const INET_DIAG_CGROUP_ID: u16 = 21;
 const IPPROTO_TCP: u8 = 6;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum SockDiagError {
     #[error("sock_diag netlink socket: {0}")]
     Socket(Errno),

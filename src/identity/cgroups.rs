@@ -1,0 +1,254 @@
+//! The node's pod cgroups, as the agent sees them under `--cgroup-root`
+//! (the host's cgroup v2 hierarchy): which pod a cgroup id belongs to, and
+//! whether a pod still has its cgroup on this node.
+//!
+//! The map from cgroup ids (directory inodes) to pods is built by walking
+//! the kubelet's `kubepods` tree and walked again when an id or a pod is
+//! not in it, at most every [`REFRESH_AT_MOST`]: a flood of unknown ids
+//! costs one walk per interval, not one per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::cgroup::{PodUid, pod_of};
+use super::sockdiag::{SockDiagError, socket_cgroup};
+
+/// The least time between two walks of the tree.
+pub const REFRESH_AT_MOST: Duration = Duration::from_millis(100);
+/// The kubelet's pod tree is a few levels deep (QoS, pod, container, and
+/// runtimes' own sub-cgroups); nothing deeper is walked.
+const MAX_DEPTH: usize = 6;
+/// Where nft resolves `socket cgroupv2` paths.
+const NFT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Why the cgroup root cannot identify pods: the agent then works from
+/// addresses alone, as kube2iam does.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum Unusable {
+    #[error("{0} is not a cgroup v2 hierarchy (cgroup v1, or not the host's cgroup mount)")]
+    NotCgroup2(PathBuf),
+    #[error(
+        "{0} has no kubepods or kubepods.slice cgroup (not the host's hierarchy, or no kubelet here)"
+    )]
+    NoKubepods(PathBuf),
+}
+
+/// Why a host-network caller's pod could not be named.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum Unidentified {
+    #[error("the calling socket is gone")]
+    SocketGone,
+    #[error("cannot ask the kernel about the calling socket: {0}")]
+    Lookup(SockDiagError),
+    #[error("the calling socket's cgroup ({0}) belongs to no pod on this node")]
+    NotAPod(u64),
+}
+
+/// How nft names the kubelet's pod tree in a `socket cgroupv2` match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTreeMatch {
+    /// The `kubepods` cgroup, relative to `/sys/fs/cgroup`.
+    pub path: String,
+    /// Its depth below the cgroup v2 root (`kubepods.slice` on a host: 1).
+    pub level: usize,
+}
+
+#[derive(Debug, Default)]
+struct PodMap {
+    by_id: HashMap<u64, PodUid>,
+    pod_dirs: HashMap<PodUid, PathBuf>,
+    walked: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct CgroupIdentity {
+    kubepods: PathBuf,
+    tree: Option<PodTreeMatch>,
+    map: Mutex<PodMap>,
+}
+
+impl CgroupIdentity {
+    /// Checks that `root` is a cgroup v2 hierarchy with the kubelet's pod
+    /// tree in it, and reads the tree once.
+    pub fn probe(root: &Path) -> Result<CgroupIdentity, Unusable> {
+        let cgroup2 = nix::sys::statfs::statfs(root)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        if !cgroup2 {
+            return Err(Unusable::NotCgroup2(root.to_path_buf()));
+        }
+        let kubepods = ["kubepods.slice", "kubepods"]
+            .iter()
+            .map(|name| root.join(name))
+            .find(|dir| dir.is_dir())
+            .ok_or_else(|| Unusable::NoKubepods(root.to_path_buf()))?;
+        let identity = CgroupIdentity {
+            tree: pod_tree_match(&kubepods),
+            kubepods,
+            map: Mutex::default(),
+        };
+        identity.walk();
+        Ok(identity)
+    }
+
+    /// How an nft rule can match sockets of pods, when the hierarchy is
+    /// under `/sys/fs/cgroup` where nft looks for it.
+    pub fn pod_tree_match(&self) -> Option<&PodTreeMatch> {
+        self.tree.as_ref()
+    }
+
+    /// The pod whose process owns the TCP socket `local` -> `remote` on
+    /// this node (a host-network caller: its socket is the node's).
+    pub fn pod_of_socket(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<PodUid, Unidentified> {
+        let id = socket_cgroup(local, remote)
+            .map_err(Unidentified::Lookup)?
+            .ok_or(Unidentified::SocketGone)?;
+        self.pod_of_cgroup(id).ok_or(Unidentified::NotAPod(id))
+    }
+
+    /// The pod a cgroup id belongs to.
+    pub fn pod_of_cgroup(&self, id: u64) -> Option<PodUid> {
+        if let Some(uid) = self.lock().by_id.get(&id) {
+            return Some(uid.clone());
+        }
+        self.walk_again();
+        self.lock().by_id.get(&id).cloned()
+    }
+
+    /// Whether the pod still has its cgroup on this node: a pod deleted
+    /// here has none, whatever the API server's watch still says.
+    pub fn pod_is_here(&self, uid: &PodUid) -> bool {
+        let known = self.lock().pod_dirs.get(uid).cloned();
+        if let Some(dir) = known
+            && dir.is_dir()
+        {
+            return true;
+        }
+        self.walk_again();
+        let found = self.lock().pod_dirs.get(uid).cloned();
+        found.is_some_and(|dir| dir.is_dir())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PodMap> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Walks the tree again unless it was walked within [`REFRESH_AT_MOST`].
+    fn walk_again(&self) {
+        let recent = self
+            .lock()
+            .walked
+            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST);
+        if !recent {
+            self.walk();
+        }
+    }
+
+    fn walk(&self) {
+        let mut map = PodMap {
+            walked: Some(Instant::now()),
+            ..PodMap::default()
+        };
+        walk_dir(&self.kubepods, &self.kubepods, 0, &mut map);
+        *self.lock() = map;
+    }
+}
+
+fn walk_dir(kubepods: &Path, dir: &Path, depth: usize, map: &mut PodMap) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(kubepods)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_default();
+        if let Some(pod) = pod_of(&relative) {
+            if is_pod_level(&relative) {
+                map.pod_dirs.insert(pod.uid.clone(), path.clone());
+            }
+            map.by_id.insert(meta.ino(), pod.uid);
+        }
+        if depth < MAX_DEPTH {
+            walk_dir(kubepods, &path, depth + 1, map);
+        }
+    }
+}
+
+/// Whether a path ends at the pod's own cgroup: it names a pod and its
+/// parent does not.
+fn is_pod_level(relative: &str) -> bool {
+    let parent = relative.rsplit_once('/').map_or("", |(parent, _)| parent);
+    pod_of(relative).is_some() && pod_of(parent).is_none()
+}
+
+/// `kubepods` relative to `/sys/fs/cgroup`, and its level in the cgroup v2
+/// hierarchy (found from the mount it lives on).
+fn pod_tree_match(kubepods: &Path) -> Option<PodTreeMatch> {
+    let path = kubepods.strip_prefix(NFT_CGROUP_ROOT).ok()?;
+    let mount = cgroup2_mount_of(kubepods)?;
+    let level = kubepods.strip_prefix(&mount).ok()?.components().count();
+    Some(PodTreeMatch {
+        path: path.to_string_lossy().into_owned(),
+        level,
+    })
+}
+
+/// The mount point of the cgroup v2 filesystem that holds `path`.
+fn cgroup2_mount_of(path: &Path) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            if after.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            Some(PathBuf::from(before.split_whitespace().nth(4)?))
+        })
+        .filter(|mount| path.starts_with(mount))
+        .max_by_key(|mount| mount.components().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_that_is_no_cgroup2_hierarchy_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            CgroupIdentity::probe(dir.path()).unwrap_err(),
+            Unusable::NotCgroup2(dir.path().to_path_buf())
+        );
+    }
+
+    #[test]
+    fn pod_level_segments_are_told_from_container_ones() {
+        let uid = "0b9a7f3e_5c41_4d2a_9e8f_1234567890ab";
+        let pod = format!("/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice");
+        assert!(is_pod_level(&pod));
+        assert!(!is_pod_level(&format!("{pod}/cri-containerd-1.scope")));
+        // A pod-like name inside a pod is not a pod's own cgroup.
+        assert!(!is_pod_level(&format!(
+            "{pod}/kubepods-pod11111111_2222_3333_4444_555555555555.slice"
+        )));
+        assert!(!is_pod_level("/kubepods-besteffort.slice"));
+    }
+}
