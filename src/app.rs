@@ -17,6 +17,7 @@ use crate::config::{Config, KubeAccess};
 use crate::credentials::{AwsSts, CredentialCache, spawn_warmer};
 use crate::entitlement::Entitlements;
 use crate::firewall::{self, FirewallError, Guarded, Installed, Targets};
+use crate::identity::{CgroupIdentity, PodTreeMatch};
 use crate::imds::{
     ConnectionLimits, DecisionLog, Listener, MetadataService, RateLimiter, Upstream, serve,
 };
@@ -85,7 +86,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         PodStore::new(config.annotations.clone(), resolver.restrictions())
             .with_max_staleness(config.max_index_staleness),
     );
-    let entitlements = Arc::new(Entitlements::new(store.clone(), resolver));
+    let cgroups = probe_cgroups(&config);
+    let entitlements = Arc::new(
+        Entitlements::new(store.clone(), resolver).with_host_network_pods(cgroups.is_some()),
+    );
     let sts = AwsSts::from_environment(upstream.base_url()).await;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
@@ -108,8 +112,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     };
     // Rules go in after the listeners are bound (DNATed connections wait in
     // their backlog instead of being refused) and before anything is answered.
+    metrics.cgroup_identity.set(i64::from(cgroups.is_some()));
     let guard = if config.iptables {
-        let guarded = install_rules(&config).await?;
+        let host_pods = cgroups.as_ref().and_then(|c| c.pod_tree_match().cloned());
+        let guarded = install_rules(&config, host_pods).await?;
         metrics.rules_installed.set(1);
         metrics.rules_managed.set(1);
         Some(firewall::spawn_guard(guarded, metrics.clone()))
@@ -140,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         request_limit: RateLimiter::new(settings.pod_request_rate, 2.0 * settings.pod_request_rate),
         proxy_limit: RateLimiter::new(settings.pod_proxy_rate, 2.0 * settings.pod_proxy_rate),
         decisions: DecisionLog::default(),
+        cgroups,
         connections: ConnectionLimits::new(
             settings.max_connections_per_source,
             connection_cap(settings.max_connections, file_limit),
@@ -255,7 +262,31 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
+/// Whether the host's cgroups can name pods: said once at start, and in
+/// `iamlet_cgroup_identity`.
+fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
+    match CgroupIdentity::probe(&config.cgroup_root) {
+        Ok(identity) => {
+            let host_pods = identity.pod_tree_match().cloned();
+            info!(cgroup_root = %config.cgroup_root.display(), host_network_pods = host_pods.is_some(),
+                pod_tree = ?host_pods, "pods are identified by their cgroups as well as their addresses");
+            if host_pods.is_none() {
+                warn!(cgroup_root = %config.cgroup_root.display(),
+                    "the cgroup root is not under /sys/fs/cgroup, where nft resolves cgroups: hostNetwork pods are not intercepted");
+            }
+            Some(Arc::new(identity))
+        }
+        Err(why) => {
+            warn!(%why, "pods are identified by their addresses alone: hostNetwork pods are refused, and a pod's address is not checked against the node's cgroups");
+            None
+        }
+    }
+}
+
+async fn install_rules(
+    config: &Config,
+    host_pods: Option<PodTreeMatch>,
+) -> Result<Guarded, AppError> {
     check_interfaces(&config.host_interface)?;
     let targets = Targets::new(
         [Some(config.listen), config.listen_other_family]
@@ -263,8 +294,9 @@ async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
             .flatten(),
     );
     let interfaces = config.host_interface.clone();
+    let tree = host_pods.clone();
     let (outcome, expected) = tokio::task::spawn_blocking(move || {
-        firewall::write_until_stable(&targets, &interfaces, None)
+        firewall::write_until_stable(&targets, &interfaces, tree.as_ref(), None)
     })
     .await?
     .map_err(explain_privileges)?;
@@ -278,6 +310,7 @@ async fn install_rules(config: &Config) -> Result<Guarded, AppError> {
     Ok(Guarded {
         targets,
         interfaces: config.host_interface.clone(),
+        host_pods,
         expected,
     })
 }

@@ -334,6 +334,18 @@ pub struct NodeArgs {
         default_value = "docker0"
     )]
     pub host_interface: String,
+
+    /// The host's cgroup v2 hierarchy (the kubelet's `kubepods` tree in it).
+    /// Where usable, hostNetwork pods are told apart by the cgroup of their
+    /// socket, and a pod's address is answered only while the pod has its
+    /// cgroup on this node; elsewhere the agent works from addresses alone.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_CGROUP_ROOT",
+        default_value = "/sys/fs/cgroup"
+    )]
+    pub cgroup_root: String,
 }
 
 #[derive(Debug, Args)]

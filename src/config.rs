@@ -100,6 +100,8 @@ pub struct Config {
     pub remove_rules_on_exit: bool,
     /// kube2iam flags set on the command line or environment that change nothing here, with why.
     pub no_effect: Vec<(String, &'static str)>,
+    /// The host's cgroup v2 hierarchy, for identity beyond the address.
+    pub cgroup_root: std::path::PathBuf,
     /// Where the IMDSv2 token key is kept across restarts (none: per process).
     pub imds_token_key_file: Option<std::path::PathBuf>,
     /// Values kube2iam accepted that iamlet had to change, with what it did.
@@ -259,6 +261,7 @@ impl Config {
             host_interface,
             remove_rules_on_exit: cli.node.remove_rules_on_exit,
             no_effect,
+            cgroup_root: std::path::PathBuf::from(cli.node.cgroup_root.trim()),
             imds_token_key_file: Some(cli.server.imds_token_key_file.trim())
                 .filter(|p| !p.is_empty())
                 .map(std::path::PathBuf::from),

@@ -1,5 +1,6 @@
-//! The one decision every answer rests on: which role the caller at an
-//! address may have now, and under which credential key.
+//! The one decision every answer rests on: which role a caller (a pod's
+//! address, or a hostNetwork pod the kernel named) may have now, and under
+//! which credential key.
 //!
 //! The metadata handler, the credential warmer, `/debug/store` and the
 //! no-wrong-role property test all call [`Entitlements::decide`]; nothing
@@ -10,6 +11,7 @@
 
 mod refusal;
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,27 @@ use std::time::Duration;
 pub use refusal::{MAX_LOGGED, PodError, Refusal, StsFailure, clip};
 
 use crate::credentials::CredentialKey;
-use crate::pods::{LookupError, PodInfo, PodStore};
+use crate::identity::PodUid;
+use crate::pods::{LookupError, PodInfo, PodStore, PodView};
 use crate::roles::{AssumeTarget, Resolver};
+
+/// Who asks: a pod's own address, or (for a connection from the node's
+/// own network namespace) the hostNetwork pod whose cgroup the calling
+/// socket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    Address(IpAddr),
+    HostNetworkPod(PodUid),
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Address(ip) => write!(f, "{ip}"),
+            Caller::HostNetworkPod(uid) => write!(f, "hostNetwork pod {uid}"),
+        }
+    }
+}
 
 /// What a caller may have: the pod it is, the role and ExternalId to assume,
 /// and the cache key of those credentials.
@@ -48,11 +69,24 @@ impl Grant {
 pub struct Entitlements {
     store: Arc<PodStore>,
     resolver: Arc<Resolver>,
+    /// Whether hostNetwork pods can be named (by their sockets' cgroups);
+    /// without it they are never granted anything, nor prefetched for.
+    host_network_pods: bool,
 }
 
 impl Entitlements {
     pub fn new(store: Arc<PodStore>, resolver: Arc<Resolver>) -> Self {
-        Entitlements { store, resolver }
+        Entitlements {
+            store,
+            resolver,
+            host_network_pods: false,
+        }
+    }
+
+    /// Serves hostNetwork pods named by the node's cgroups.
+    pub fn with_host_network_pods(mut self, enabled: bool) -> Self {
+        self.host_network_pods = enabled;
+        self
     }
 
     pub fn store(&self) -> &Arc<PodStore> {
@@ -65,6 +99,28 @@ impl Entitlements {
             .store
             .lookup(canonical(caller))
             .map_err(Refusal::from)?;
+        self.grant(view)
+    }
+
+    /// [`Self::decide`] for any caller: a hostNetwork pod is looked up by
+    /// its UID, and then decided exactly as a pod found by its address.
+    pub fn decide_caller(&self, caller: &Caller) -> Result<Grant, Refusal> {
+        match caller {
+            Caller::Address(ip) => self.decide(*ip),
+            Caller::HostNetworkPod(uid) if !self.host_network_pods => Err(Refusal::Lookup(
+                LookupError::UnknownHostNetworkPod(uid.to_string()),
+            )),
+            Caller::HostNetworkPod(uid) => {
+                let view = self
+                    .store
+                    .lookup_host_network(uid.as_str())
+                    .map_err(Refusal::from)?;
+                self.grant(view)
+            }
+        }
+    }
+
+    fn grant(&self, view: PodView) -> Result<Grant, Refusal> {
         let pod = view.pod;
         match self.resolver.resolve(&pod, view.policy.as_deref()) {
             Ok(Some(target)) => {
@@ -79,15 +135,15 @@ impl Entitlements {
         }
     }
 
-    /// [`Self::decide`], waiting up to `wait` while the refusal is one the
-    /// pod watch may lift (index not ready or stale, address not yet known or
-    /// briefly claimed twice). Woken by every index change.
-    pub async fn decide_waiting(&self, caller: IpAddr, wait: Duration) -> Result<Grant, Refusal> {
+    /// [`Self::decide_caller`], waiting up to `wait` while the refusal is
+    /// one the pod watch may lift (index not ready or stale, caller not yet
+    /// known or briefly claimed twice). Woken by every index change.
+    pub async fn decide_waiting(&self, caller: &Caller, wait: Duration) -> Result<Grant, Refusal> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = self.store.subscribe();
         loop {
             changes.borrow_and_update();
-            let refusal = match self.decide(caller) {
+            let refusal = match self.decide_caller(caller) {
                 Ok(grant) => return Ok(grant),
                 Err(refusal) if refusal.may_lift() => refusal,
                 Err(refusal) => return Err(refusal),
@@ -99,13 +155,23 @@ impl Entitlements {
         }
     }
 
-    /// The decision for every address the index holds, for the warmer and
-    /// `/debug/store`.
-    pub fn decide_all(&self) -> Vec<(IpAddr, Result<Grant, Refusal>)> {
-        self.store
-            .ips()
+    /// The decision for every caller the index knows (each address, each
+    /// hostNetwork pod), for the warmer and `/debug/store`.
+    pub fn decide_all(&self) -> Vec<(Caller, Result<Grant, Refusal>)> {
+        let addresses = self.store.ips().into_iter().map(Caller::Address);
+        let host_pods = self
+            .store
+            .host_network_uids()
             .into_iter()
-            .map(|ip| (ip, self.decide(ip)))
+            .filter(|_| self.host_network_pods)
+            .filter_map(|uid| PodUid::parse(&uid))
+            .map(Caller::HostNetworkPod);
+        addresses
+            .chain(host_pods)
+            .map(|caller| {
+                let decision = self.decide_caller(&caller);
+                (caller, decision)
+            })
             .collect()
     }
 }

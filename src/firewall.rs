@@ -11,6 +11,8 @@ use nftables::schema::{NfListObject, NfObject};
 use nftables::types::NfFamily;
 use thiserror::Error;
 
+use crate::identity::PodTreeMatch;
+
 pub use guard::{GuardHandle, Guarded, spawn_guard, write_until_stable};
 pub use interfaces::{InterfaceMatch, present as present_interfaces};
 pub use rules::{CHAIN, METADATA_PORT, METADATA_V4, METADATA_V6, TABLE, Targets};
@@ -41,15 +43,53 @@ pub enum Installed {
 }
 
 /// Installs (or atomically replaces) iamlet's tables in both families:
-/// DNAT to the agent where `targets` has an address, rejection elsewhere.
-pub fn install(targets: &Targets, interfaces: &InterfaceMatch) -> Result<Installed, FirewallError> {
+/// DNAT to the agent where `targets` has an address, rejection elsewhere;
+/// with `host_pods`, also the `output` rules for hostNetwork pods (a second
+/// transaction, right after the first).
+pub fn install(
+    targets: &Targets,
+    interfaces: &InterfaceMatch,
+    host_pods: Option<&PodTreeMatch>,
+) -> Result<Installed, FirewallError> {
     let existed = !existing_tables()?.is_empty();
     helper::apply_ruleset(&rules::install_batch(targets, interfaces))?;
+    if let Some(tree) = host_pods {
+        apply_text(&rules::host_pod_rules(targets, tree))?;
+    }
     Ok(if existed {
         Installed::Replaced
     } else {
         Installed::Fresh
     })
+}
+
+/// Applies rules written in nft's own syntax, as one transaction.
+fn apply_text(rules: &str) -> Result<(), FirewallError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| FirewallError::Nft(format!("cannot run nft: {e}")))?;
+    if let Some(mut input) = nft.stdin.take() {
+        input
+            .write_all(rules.as_bytes())
+            .map_err(|e| FirewallError::Nft(format!("cannot write to nft: {e}")))?;
+    }
+    let output = nft
+        .wait_with_output()
+        .map_err(|e| FirewallError::Nft(format!("nft did not finish: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(FirewallError::Nft(format!(
+            "adding the hostNetwork pod rules: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
 }
 
 /// Removes iamlet's tables; returns the families that had one. Other tables

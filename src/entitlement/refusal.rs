@@ -6,6 +6,7 @@ use std::fmt;
 use http::StatusCode;
 
 use crate::credentials::{StsError, StsErrorKind};
+use crate::identity::Unidentified;
 use crate::pods::{LookupError, PodKey};
 use crate::roles::{RoleArn, RoleError};
 
@@ -14,6 +15,15 @@ pub enum Refusal {
     /// The index cannot name exactly one pod for the caller, or may not be
     /// answered from (not ready, stale).
     Lookup(LookupError),
+    /// A connection from the node's own network namespace whose socket
+    /// belongs to no pod the agent can name (gone, or a cgroup of no pod).
+    Unidentified(Unidentified),
+    /// The index names a pod for the caller's address, but that pod has no
+    /// cgroup on this node any more: it was deleted here, and its address
+    /// may already be another pod's.
+    NotOnNode {
+        pod: PodKey,
+    },
     /// The pod has no role annotation and there is no default role.
     NoRole {
         pod: PodKey,
@@ -90,9 +100,12 @@ impl Refusal {
             Refusal::Lookup(LookupError::NotReady | LookupError::Stale { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Refusal::Lookup(LookupError::Unknown(_) | LookupError::Conflict { .. }) => {
-                StatusCode::NOT_FOUND
-            }
+            Refusal::Lookup(
+                LookupError::Unknown(_)
+                | LookupError::UnknownHostNetworkPod(_)
+                | LookupError::Conflict { .. },
+            ) => StatusCode::NOT_FOUND,
+            Refusal::Unidentified(_) | Refusal::NotOnNode { .. } => StatusCode::NOT_FOUND,
             Refusal::NoRole { .. } => StatusCode::NOT_FOUND,
             // As kube2iam: a pod whose role cannot be granted (not allowed
             // in its namespace, invalid) has no role, so 404, which every
@@ -123,6 +136,8 @@ impl Refusal {
     pub fn label(&self) -> &'static str {
         match self {
             Refusal::Lookup(error) => error.reason(),
+            Refusal::Unidentified(_) => "unidentified-caller",
+            Refusal::NotOnNode { .. } => "pod-not-on-node",
             Refusal::NoRole { .. } => "no-role",
             Refusal::Role { error, .. } => error.reason(),
             Refusal::NotThePodsRole { .. } => "not-the-pods-role",
@@ -150,10 +165,12 @@ impl Refusal {
     pub fn pod(&self) -> Option<&PodKey> {
         match self {
             Refusal::NoRole { pod }
+            | Refusal::NotOnNode { pod }
             | Refusal::Role { pod, .. }
             | Refusal::NotThePodsRole { pod, .. } => Some(pod),
             Refusal::Sts(failure) => Some(&failure.pod),
             Refusal::Lookup(_)
+            | Refusal::Unidentified(_)
             | Refusal::MalformedPath
             | Refusal::MethodNotAllowed
             | Refusal::DenyList
@@ -176,9 +193,10 @@ impl Refusal {
             Refusal::Lookup(
                 LookupError::NotReady
                     | LookupError::Unknown(_)
+                    | LookupError::UnknownHostNetworkPod(_)
                     | LookupError::Conflict { .. }
                     | LookupError::Stale { .. }
-            )
+            ) | Refusal::NotOnNode { .. }
         )
     }
 
@@ -188,7 +206,8 @@ impl Refusal {
     pub fn is_noise(&self) -> bool {
         matches!(
             self,
-            Refusal::MalformedPath
+            Refusal::Unidentified(_)
+                | Refusal::MalformedPath
                 | Refusal::MethodNotAllowed
                 | Refusal::DenyList
                 | Refusal::ForwardedTokenRequest
@@ -239,6 +258,10 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Lookup(error) => write!(f, "{error}"),
+            Refusal::Unidentified(why) => write!(f, "caller on the node's network: {why}"),
+            Refusal::NotOnNode { .. } => f.write_str(
+                "the pod the index names for this address has no cgroup on this node (deleted here; the watch has not caught up)",
+            ),
             Refusal::NoRole { .. } => {
                 f.write_str("pod has no role annotation and there is no default role")
             }

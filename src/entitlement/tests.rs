@@ -168,7 +168,7 @@ async fn a_waiting_request_is_answered_when_the_pod_arrives() {
     let waiting = {
         let e = e.clone();
         tokio::spawn(async move {
-            e.decide_waiting(ip("10.0.0.11"), Duration::from_secs(5))
+            e.decide_waiting(&Caller::Address(ip("10.0.0.11")), Duration::from_secs(5))
                 .await
         })
     };
@@ -178,31 +178,87 @@ async fn a_waiting_request_is_answered_when_the_pod_arrives() {
     let grant = waiting.await.unwrap().unwrap();
     assert_eq!(grant.target.role.name(), "reader");
     let refused = e
-        .decide_waiting(ip("10.0.0.12"), Duration::from_millis(50))
+        .decide_waiting(&Caller::Address(ip("10.0.0.12")), Duration::from_millis(50))
         .await;
     assert_eq!(role_of(refused), Err("unknown-ip"));
 }
 
 #[test]
-fn decide_all_covers_every_indexed_address() {
-    let e = entitlements(None, None);
+fn decide_all_covers_every_indexed_address_and_host_network_pod() {
+    let e = entitlements(None, None).with_host_network_pods(true);
     e.store()
         .apply_pod(&pod("app", &["10.0.0.11", "fd00::11"], Some("reader")));
     e.store().apply_pod(&pod("bare", &["10.0.0.12"], None));
-    let mut all: Vec<(IpAddr, Result<String, &str>)> = e
+    e.store()
+        .apply_pod(&host_network_pod(HOST_UID, Some("agent-role")));
+    let mut all: Vec<(String, Result<String, &str>)> = e
         .decide_all()
         .into_iter()
-        .map(|(ip, decision)| (ip, role_of(decision)))
+        .map(|(caller, decision)| (caller.to_string(), role_of(decision)))
         .collect();
-    all.sort_by_key(|(ip, _)| *ip);
+    all.sort();
     let reader = Ok("arn:aws:iam::123456789012:role/reader".to_string());
     assert_eq!(
         all,
         vec![
-            (ip("10.0.0.11"), reader.clone()),
-            (ip("10.0.0.12"), Err("no-role")),
-            (ip("fd00::11"), reader),
+            ("10.0.0.11".to_string(), reader.clone()),
+            ("10.0.0.12".to_string(), Err("no-role")),
+            ("fd00::11".to_string(), reader),
+            (
+                format!("hostNetwork pod {HOST_UID}"),
+                Ok("arn:aws:iam::123456789012:role/agent-role".to_string())
+            ),
         ]
+    );
+}
+
+const HOST_UID: &str = "6c0f2b9e-1d3a-4f5b-8c7d-9e0a1b2c3d4e";
+
+/// A hostNetwork pod: its addresses are the node's.
+fn host_network_pod(uid: &str, role: Option<&str>) -> Pod {
+    let mut pod = pod("host-agent", &["10.0.0.1"], role);
+    pod.metadata.uid = Some(uid.to_string());
+    pod.spec.as_mut().unwrap().host_network = Some(true);
+    pod
+}
+
+#[test]
+fn a_host_network_pod_is_found_by_its_uid_and_never_by_the_nodes_address() {
+    let without_cgroups = entitlements(None, None);
+    without_cgroups
+        .store()
+        .apply_pod(&host_network_pod(HOST_UID, Some("agent-role")));
+    let uid = crate::identity::PodUid::parse(HOST_UID).unwrap();
+    assert_eq!(
+        role_of(without_cgroups.decide_caller(&Caller::HostNetworkPod(uid))),
+        Err("unknown-pod-uid"),
+        "no hostNetwork pod is served where cgroups cannot name it"
+    );
+    assert!(without_cgroups.decide_all().is_empty());
+
+    let e = entitlements(None, None).with_host_network_pods(true);
+    e.store()
+        .apply_pod(&host_network_pod(HOST_UID, Some("agent-role")));
+    let uid = crate::identity::PodUid::parse(HOST_UID).unwrap();
+    let grant = e
+        .decide_caller(&Caller::HostNetworkPod(uid.clone()))
+        .unwrap();
+    assert_eq!(grant.target.role.name(), "agent-role");
+    assert_eq!(grant.pod.name, "host-agent");
+    // The node's address names no pod, whatever runs on the host network.
+    assert_eq!(role_of(e.decide(ip("10.0.0.1"))), Err("unknown-ip"));
+    // Another UID is no pod; a deleted pod is gone; a finished one too.
+    let other = crate::identity::PodUid::parse("11111111-2222-3333-4444-555555555555").unwrap();
+    assert_eq!(
+        role_of(e.decide_caller(&Caller::HostNetworkPod(other))),
+        Err("unknown-pod-uid")
+    );
+    let mut finished = host_network_pod(HOST_UID, Some("agent-role"));
+    finished.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    e.store().apply_pod(&finished);
+    assert_eq!(
+        role_of(e.decide_caller(&Caller::HostNetworkPod(uid))),
+        Err("unknown-pod-uid")
     );
 }
 
@@ -214,7 +270,9 @@ async fn a_refusal_the_watch_cannot_lift_is_answered_at_once() {
         .apply_pod(&pod("bad", &["10.0.0.13"], Some("../admin")));
     for caller in ["10.0.0.12", "10.0.0.13"] {
         let started = std::time::Instant::now();
-        let refused = e.decide_waiting(ip(caller), Duration::from_secs(5)).await;
+        let refused = e
+            .decide_waiting(&Caller::Address(ip(caller)), Duration::from_secs(5))
+            .await;
         assert!(refused.is_err());
         assert!(
             started.elapsed() < Duration::from_secs(1),

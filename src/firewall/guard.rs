@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::state::TableState;
 use super::{FirewallError, Installed, InterfaceMatch, Targets, install, interfaces};
+use crate::identity::PodTreeMatch;
 use crate::telemetry::Metrics;
 
 /// The nfnetlink multicast group of nftables ruleset changes.
@@ -41,6 +42,8 @@ const PERIODIC_CHECK: Duration = Duration::from_secs(5);
 pub struct Guarded {
     pub targets: Targets,
     pub interfaces: InterfaceMatch,
+    /// Where the hostNetwork pods' rules match, when they are installed.
+    pub host_pods: Option<PodTreeMatch>,
     pub expected: TableState,
 }
 
@@ -56,11 +59,12 @@ const WRITE_ATTEMPTS: usize = 5;
 pub fn write_until_stable(
     targets: &Targets,
     interfaces: &InterfaceMatch,
+    host_pods: Option<&PodTreeMatch>,
     expected: Option<&TableState>,
 ) -> Result<(Installed, TableState), FirewallError> {
     let mut first = None;
     for _ in 0..WRITE_ATTEMPTS {
-        let installed = install(targets, interfaces)?;
+        let installed = install(targets, interfaces, host_pods)?;
         let replaced = *first.get_or_insert(installed);
         let state = TableState::read()?;
         let stable = match expected {
@@ -177,6 +181,7 @@ fn check(guarded: &Guarded) -> Outcome {
     match write_until_stable(
         &guarded.targets,
         &guarded.interfaces,
+        guarded.host_pods.as_ref(),
         Some(&guarded.expected),
     ) {
         Ok(_) => Outcome::Repaired {

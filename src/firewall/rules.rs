@@ -34,6 +34,11 @@ pub const DSTNAT_PRIORITY: i32 = -110;
 /// filter priority.
 const FILTER_PRIORITY: i32 = 0;
 const DNAT_COMMENT: &str = "iamlet: pods' metadata traffic to the agent";
+const HOST_POD_DNAT_COMMENT: &str = "iamlet: hostNetwork pods' metadata traffic to the agent";
+const HOST_POD_REJECT_COMMENT: &str =
+    "iamlet: no agent listens in this family; hostNetwork pods are refused";
+pub const OUTPUT_CHAIN: &str = "output";
+pub const REJECT_OUTPUT_CHAIN: &str = "reject-output";
 const REJECT_COMMENT: &str = "iamlet: no agent listens in this family; pods are refused";
 
 /// Where each family's metadata traffic goes: the agent's address and port
@@ -202,6 +207,47 @@ fn rule(
         comment: Some(comment.into()),
         ..Rule::default()
     })
+}
+
+/// The rules for hostNetwork pods, in nft's own syntax (its JSON cannot
+/// express a `socket cgroupv2` match): sockets of processes under the
+/// kubelet's pod tree that connect to a metadata address go to the agent
+/// (or are refused in a family it does not listen in). The node's own
+/// processes, the agent's included, are not under that tree and keep
+/// reaching the real service. Applied after [`install_batch`], into the
+/// tables it made.
+pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -> String {
+    let mut text = String::new();
+    let matcher = format!(
+        "socket cgroupv2 level {} \"{}\"",
+        tree.level,
+        tree.path.replace('"', "")
+    );
+    for family in FAMILIES {
+        let (name, protocol, metadata) = match family {
+            NfFamily::IP6 => ("ip6", "ip6", IpAddr::V6(METADATA_V6)),
+            _ => ("ip", "ip", IpAddr::V4(METADATA_V4)),
+        };
+        let matches =
+            format!("{matcher} {protocol} daddr {metadata} tcp dport {METADATA_PORT} counter");
+        match targets.get(family) {
+            Some(target) => {
+                let to = match target {
+                    SocketAddr::V4(v4) => v4.to_string(),
+                    SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+                };
+                text.push_str(&format!(
+                    "add chain {name} {TABLE} {OUTPUT_CHAIN} {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n\
+                     add rule {name} {TABLE} {OUTPUT_CHAIN} {matches} dnat to {to} comment \"{HOST_POD_DNAT_COMMENT}\"\n"
+                ));
+            }
+            None => text.push_str(&format!(
+                "add chain {name} {TABLE} {REJECT_OUTPUT_CHAIN} {{ type filter hook output priority {FILTER_PRIORITY}; policy accept; }}\n\
+                 add rule {name} {TABLE} {REJECT_OUTPUT_CHAIN} {matches} reject with tcp reset comment \"{HOST_POD_REJECT_COMMENT}\"\n"
+            )),
+        }
+    }
+    text
 }
 
 /// Deletes iamlet's table in each of `families` (which must exist).

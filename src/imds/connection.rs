@@ -6,18 +6,34 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tracing::debug;
+
 use nix::sys::socket::{SockaddrIn, SockaddrIn6, getsockopt, sockopt};
 use tokio::net::TcpStream;
 
 use super::routes::Origin;
-use crate::entitlement::canonical;
+use crate::entitlement::{Caller, Refusal, canonical};
 use crate::firewall::{METADATA_V4, METADATA_V6};
+use crate::identity::{CgroupIdentity, PodUid, Unidentified};
+use crate::pods::PodInfo;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub origin: Origin,
+    /// Where the caller first sent it (`SO_ORIGINAL_DST`), when translated.
+    original: Option<SocketAddr>,
+    identity: Arc<Identity>,
+}
+
+/// Who the kernel says is calling, settled once per connection.
+#[derive(Debug)]
+struct Identity {
+    caller: Result<Caller, Unidentified>,
+    /// The pod (UID) whose cgroup was found on this node for this
+    /// connection, so that a kept-alive connection is checked once.
+    verified: Mutex<Option<String>>,
 }
 
 impl Connection {
@@ -28,11 +44,80 @@ impl Connection {
         let local = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let original = original_destination(stream, local);
+        let origin = match original {
+            Some(to) if is_metadata(to.ip()) => Origin::Dnat,
+            _ => Origin::Direct,
+        };
         Connection {
             peer,
             local,
-            origin: origin(stream, local),
+            origin,
+            original,
+            identity: Arc::new(Identity {
+                caller: Ok(Caller::Address(canonical(peer.ip()))),
+                verified: Mutex::new(None),
+            }),
         }
+    }
+
+    /// Settles who is calling, with the node's cgroups when they can tell:
+    /// a translated connection whose calling socket is in the agent's own
+    /// network namespace comes from the node (a hostNetwork pod, sent here
+    /// by the `output` rule), and its socket's cgroup names the pod. Any
+    /// other caller is its address. Done once, before the first request.
+    pub fn identified(mut self, cgroups: Option<&CgroupIdentity>) -> Self {
+        let (Some(cgroups), Origin::Dnat, Some(original)) = (cgroups, self.origin, self.original)
+        else {
+            return self;
+        };
+        let caller = match cgroups.pod_of_socket(self.peer, original) {
+            Ok(uid) => Ok(Caller::HostNetworkPod(uid)),
+            // Not a socket of this namespace: a pod with its own network.
+            Err(Unidentified::SocketGone) => return self,
+            Err(Unidentified::Lookup(error)) => {
+                debug!(peer = %self.peer, %error, "socket lookup failed; the caller is its address");
+                return self;
+            }
+            Err(not_a_pod) => Err(not_a_pod),
+        };
+        self.identity = Arc::new(Identity {
+            caller,
+            verified: Mutex::new(None),
+        });
+        self
+    }
+
+    /// The caller, or why the node could not name it.
+    pub fn caller(&self) -> Result<&Caller, Refusal> {
+        self.identity
+            .caller
+            .as_ref()
+            .map_err(|why| Refusal::Unidentified(why.clone()))
+    }
+
+    /// For a caller known by its address: confirms that the pod the index
+    /// names still has its cgroup on this node (a pod deleted here is never
+    /// served, whatever the watch still says). Checked once per connection
+    /// and pod; without usable cgroups there is nothing to check.
+    pub fn verify(&self, pod: &PodInfo, cgroups: Option<&CgroupIdentity>) -> Result<(), Refusal> {
+        let (Some(cgroups), Ok(Caller::Address(_))) = (cgroups, &self.identity.caller) else {
+            return Ok(());
+        };
+        let mut verified = self
+            .identity
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if verified.as_deref() == Some(pod.uid.as_str()) {
+            return Ok(());
+        }
+        let here = PodUid::parse(&pod.uid).is_some_and(|uid| cgroups.pod_is_here(&uid));
+        if !here {
+            return Err(Refusal::NotOnNode { pod: pod.key() });
+        }
+        *verified = Some(pod.uid.clone());
+        Ok(())
     }
 }
 
@@ -57,21 +142,27 @@ impl Origin {
     }
 }
 
-/// Through the DNAT when conntrack says the connection was first addressed
-/// to a metadata address (`SO_ORIGINAL_DST`). A connection conntrack did
-/// not translate reports its own local address, or nothing.
-fn origin(stream: &TcpStream, local: SocketAddr) -> Origin {
-    let original: Option<IpAddr> = match local {
-        SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst)
-            .ok()
-            .map(|raw| IpAddr::V4(SockaddrIn::from(raw).ip())),
+fn is_metadata(ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    ip == IpAddr::V4(METADATA_V4) || ip == IpAddr::V6(METADATA_V6)
+}
+
+/// Where conntrack says the connection was first addressed
+/// (`SO_ORIGINAL_DST`): through the DNAT when that is a metadata address.
+/// A connection conntrack did not translate reports its own local address,
+/// or nothing.
+fn original_destination(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
+    match local {
+        SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst).ok().map(|raw| {
+            let raw = SockaddrIn::from(raw);
+            SocketAddr::new(IpAddr::V4(raw.ip()), raw.port())
+        }),
         SocketAddr::V6(_) => getsockopt(stream, sockopt::Ip6tOriginalDst)
             .ok()
-            .map(|raw| canonical(IpAddr::V6(SockaddrIn6::from(raw).ip()))),
-    };
-    match original {
-        Some(ip) if ip == IpAddr::V4(METADATA_V4) || ip == IpAddr::V6(METADATA_V6) => Origin::Dnat,
-        _ => Origin::Direct,
+            .map(|raw| {
+                let raw = SockaddrIn6::from(raw);
+                SocketAddr::new(IpAddr::V6(raw.ip()), raw.port())
+            }),
     }
 }
 
@@ -209,6 +300,11 @@ mod tests {
             peer: peer.parse().unwrap(),
             local: local.parse().unwrap(),
             origin: Origin::Direct,
+            original: None,
+            identity: Arc::new(Identity {
+                caller: Ok(Caller::Address(peer.parse::<SocketAddr>().unwrap().ip())),
+                verified: Mutex::new(None),
+            }),
         };
         assert!(connection("10.0.0.5:4000", "10.0.0.5:8181").from_node());
         assert!(connection("[::ffff:10.0.0.5]:4000", "10.0.0.5:8181").from_node());

@@ -20,6 +20,7 @@ use super::token::{self, TOKEN_HEADER, TTL_HEADER, TokenIssuer};
 use crate::clock::Clock;
 use crate::credentials::CredentialCache;
 use crate::entitlement::{Entitlements, Grant, Refusal, StsFailure, canonical};
+use crate::identity::CgroupIdentity;
 use crate::telemetry::Metrics;
 
 /// Which listener a request came in on.
@@ -65,6 +66,8 @@ pub struct MetadataService {
     pub decisions: DecisionLog,
     /// Open connections, capped per source and in all.
     pub connections: Arc<ConnectionLimits>,
+    /// The node's pod cgroups, when `--cgroup-root` can tell pods apart.
+    pub cgroups: Option<Arc<CgroupIdentity>>,
 }
 
 impl MetadataService {
@@ -166,19 +169,21 @@ impl MetadataService {
         match route {
             MetadataRoute::Token => self.issue_token(headers, caller),
             MetadataRoute::RoleList => {
-                let grant = self.decide(caller).await?;
+                let grant = self.decide(connection).await?;
                 Ok(responses::text(
                     StatusCode::OK,
                     grant.target.role.name().to_string(),
                 ))
             }
-            MetadataRoute::RoleCredentials(name) => self.credentials(caller, name).await,
+            MetadataRoute::RoleCredentials(name) => {
+                self.credentials(caller, connection, name).await
+            }
             MetadataRoute::IamInfo => {
-                let grant = self.decide(caller).await?;
+                let grant = self.decide(connection).await?;
                 Ok(responses::iam_info(&grant.target.role, self.clock.now()))
             }
             MetadataRoute::IamListing => {
-                self.decide(caller).await?;
+                self.decide(connection).await?;
                 Ok(responses::text(
                     StatusCode::OK,
                     "info\nsecurity-credentials/",
@@ -205,18 +210,25 @@ impl MetadataService {
             || self.on_node(caller, connection)
     }
 
-    async fn decide(&self, caller: IpAddr) -> Result<Grant, Refusal> {
-        self.entitlements
-            .decide_waiting(caller, self.settings.lookup_wait)
-            .await
+    /// The decision for this connection's caller (its address, or the
+    /// hostNetwork pod the kernel named), confirmed against the node's
+    /// cgroups where they are usable.
+    async fn decide(&self, connection: &Connection) -> Result<Grant, Refusal> {
+        let grant = self
+            .entitlements
+            .decide_waiting(connection.caller()?, self.settings.lookup_wait)
+            .await?;
+        connection.verify(&grant.pod, self.cgroups.as_deref())?;
+        Ok(grant)
     }
 
     async fn credentials(
         &self,
         caller: IpAddr,
+        connection: &Connection,
         requested: &str,
     ) -> Result<Response<Body>, Refusal> {
-        let grant = self.decide(caller).await?;
+        let grant = self.decide(connection).await?;
         grant.check_requested(requested)?;
         match self.cache.get(&grant.key).await {
             Ok(credentials) => {

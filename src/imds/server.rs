@@ -72,12 +72,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let handler = service_fn(move |request: hyper::Request<Incoming>| {
-            let service = service.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(service.handle(request, &connection, kind).await)
-            }
-        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -88,6 +82,18 @@ pub async fn serve(
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,
             }
+            // Once per connection, before its first request: who the
+            // kernel says is calling (a host-network caller's socket).
+            let connection = connection.identified(service.cgroups.as_deref());
+            let handler = service_fn(move |request: hyper::Request<Incoming>| {
+                let service = service.clone();
+                let connection = connection.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        service.handle(request, &connection, kind).await,
+                    )
+                }
+            });
             let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), handler));
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");

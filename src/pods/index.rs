@@ -57,6 +57,9 @@ impl<K: Eq + Hash + Clone> Relist<K> {
 pub struct PodIndex {
     pods: HashMap<PodKey, Arc<PodInfo>>,
     by_ip: HashMap<IpAddr, BTreeSet<PodKey>>,
+    /// Live hostNetwork pods by UID: they share the node's addresses, so
+    /// only their cgroup (the kernel's answer) can name them.
+    host_network: HashMap<String, PodKey>,
     relist: Relist<PodKey>,
 }
 
@@ -65,27 +68,45 @@ impl PodIndex {
         PodIndex {
             pods: HashMap::new(),
             by_ip: HashMap::new(),
+            host_network: HashMap::new(),
             relist: Relist::new(),
         }
     }
 
-    /// Adds or replaces a pod. Pods that do not own their IPs (finished,
-    /// hostNetwork) are removed instead. Returns whether anything changed.
+    /// Adds or replaces a pod. Finished pods are removed instead; live
+    /// hostNetwork pods are indexed by UID, never by their (the node's)
+    /// addresses. Returns whether anything changed.
     pub fn apply(&mut self, info: PodInfo) -> bool {
         let key = info.key();
         self.relist.saw(&key);
-        if !info.owns_its_ips() {
+        if info.is_finished() {
             return self.delete(&key);
         }
         if self.pods.get(&key).is_some_and(|old| **old == info) {
             return false;
         }
         self.unlink(&key);
-        for ip in &info.ips {
-            self.by_ip.entry(*ip).or_default().insert(key.clone());
+        if info.host_network {
+            if !info.uid.is_empty() {
+                self.host_network.insert(info.uid.clone(), key.clone());
+            }
+        } else {
+            for ip in &info.ips {
+                self.by_ip.entry(*ip).or_default().insert(key.clone());
+            }
         }
         self.pods.insert(key, Arc::new(info));
         true
+    }
+
+    /// The live hostNetwork pod with this UID.
+    pub fn host_network_pod(&self, uid: &str) -> Option<Arc<PodInfo>> {
+        self.pods.get(self.host_network.get(uid)?).cloned()
+    }
+
+    /// The UIDs of live hostNetwork pods.
+    pub fn host_network_uids(&self) -> impl Iterator<Item = &String> {
+        self.host_network.keys()
     }
 
     pub fn delete(&mut self, key: &PodKey) -> bool {
@@ -137,6 +158,10 @@ impl PodIndex {
         let Some(old) = self.pods.remove(key) else {
             return false;
         };
+        if old.host_network {
+            self.host_network.remove(&old.uid);
+            return true;
+        }
         for ip in &old.ips {
             if let Some(keys) = self.by_ip.get_mut(ip) {
                 keys.remove(key);

@@ -96,10 +96,12 @@ impl PodInfo {
         }
     }
 
-    /// Only running (or starting) pods with their own network namespace own
-    /// their IPs. Finished pods' IPs are free for reuse; hostNetwork pods
-    /// share the node's address, so their IP says nothing about who asks.
-    pub fn owns_its_ips(&self) -> bool {
-        !self.host_network && self.phase != "Succeeded" && self.phase != "Failed"
+    /// Succeeded or Failed: its containers are gone, and so is its claim to
+    /// any address or role (its IPs are free for reuse). Of the live pods,
+    /// only those with their own network namespace own their IPs;
+    /// hostNetwork pods share the node's address, so their IP says nothing
+    /// about who asks.
+    pub fn is_finished(&self) -> bool {
+        self.phase == "Succeeded" || self.phase == "Failed"
     }
 }

@@ -31,6 +31,8 @@ pub enum LookupError {
     NotReady,
     #[error("no pod on this node has IP {0}")]
     Unknown(IpAddr),
+    #[error("no hostNetwork pod on this node has UID {0}")]
+    UnknownHostNetworkPod(String),
     #[error("IP {ip} is claimed by several pods: {}", pods.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     Conflict { ip: IpAddr, pods: Vec<PodKey> },
     #[error("the {} watch has been broken for {:.1}s, longer than --max-index-staleness; waiting for a relist", .kind.label(), .broken_for.as_secs_f64())]
@@ -45,6 +47,7 @@ impl LookupError {
         match self {
             LookupError::NotReady => "index-not-ready",
             LookupError::Unknown(_) => "unknown-ip",
+            LookupError::UnknownHostNetworkPod(_) => "unknown-pod-uid",
             LookupError::Conflict { .. } => "ip-conflict",
             LookupError::Stale { .. } => "index-stale",
         }
@@ -142,6 +145,26 @@ impl PodStore {
             IpLookup::Unknown => Err(LookupError::Unknown(ip)),
             IpLookup::Conflict(pods) => Err(LookupError::Conflict { ip, pods }),
         }
+    }
+
+    /// The live hostNetwork pod with this UID now, without waiting.
+    pub fn lookup_host_network(&self, uid: &str) -> Result<PodView, LookupError> {
+        let state = self.read();
+        if !state.ready {
+            return Err(LookupError::NotReady);
+        }
+        if let Some(error) = self.staleness(&state, Instant::now()) {
+            return Err(error);
+        }
+        match state.pods.host_network_pod(uid) {
+            Some(pod) => Ok(Self::view(&state, pod)),
+            None => Err(LookupError::UnknownHostNetworkPod(uid.to_string())),
+        }
+    }
+
+    /// The UIDs of the live hostNetwork pods of this node.
+    pub fn host_network_uids(&self) -> Vec<String> {
+        self.read().pods.host_network_uids().cloned().collect()
     }
 
     /// The pod behind `ip`, waiting up to `wait` for the index to become

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub rules_installed: Gauge,
     pub rule_repairs: Counter,
     pub rules_managed: Gauge,
+    pub cgroup_identity: Gauge,
     pub host_interfaces_matched: Gauge,
     pub grants: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
@@ -107,6 +108,7 @@ impl Metrics {
             rules_installed: Gauge::default(),
             rule_repairs: Counter::default(),
             rules_managed: Gauge::default(),
+            cgroup_identity: Gauge::default(),
             host_interfaces_matched: Gauge::default(),
             grants: Family::default(),
             connections_refused: Family::default(),
@@ -186,6 +188,11 @@ impl Metrics {
             "rules_managed",
             "1 when this agent manages the rules (--iptables), 0 when something else sends pods' traffic to it",
             metrics.rules_managed.clone(),
+        );
+        registry.register(
+            "cgroup_identity",
+            "1 when --cgroup-root lets the agent name pods by their cgroups (hostNetwork pods served, pods' addresses checked against the node), 0 when it works from addresses alone",
+            metrics.cgroup_identity.clone(),
         );
         registry.register(
             "rule_repairs",

@@ -53,8 +53,28 @@ fn finished_and_host_network_pods_give_up_their_ips() {
     assert_eq!(index.lookup(ip("10.0.0.1")), IpLookup::Unknown);
     let mut host = info("host", "10.0.0.9", "Running");
     host.host_network = true;
-    index.apply(host);
+    host.uid = "uid-host".into();
+    index.apply(host.clone());
     assert_eq!(index.lookup(ip("10.0.0.9")), IpLookup::Unknown);
+    // A live hostNetwork pod is indexed by its UID only.
+    assert_eq!(index.len(), 1);
+    assert_eq!(index.host_network_pod("uid-host").unwrap().name, "host");
+    // A pod that leaves the host network gets its IPs back, and its UID
+    // names nothing any more.
+    host.host_network = false;
+    index.apply(host.clone());
+    assert!(index.host_network_pod("uid-host").is_none());
+    assert!(matches!(index.lookup(ip("10.0.0.9")), IpLookup::Found(_)));
+    host.host_network = true;
+    index.apply(host);
+    host_network_pod_is_gone_after_relist(&mut index);
+}
+
+fn host_network_pod_is_gone_after_relist(index: &mut PodIndex) {
+    assert!(index.host_network_pod("uid-host").is_some());
+    index.begin_relist();
+    index.finish_relist();
+    assert!(index.host_network_pod("uid-host").is_none());
     assert_eq!(index.len(), 0);
 }
 
