@@ -126,16 +126,46 @@ impl SimNode {
         self.add_pod_with(name, &[ip, ip6], role);
     }
 
+    /// A pod with the UID its cgroups carry (see [`SimNode::add_pod_cgroup`]).
+    pub fn add_pod_with_uid(&self, name: &str, ip: &str, uid: &str, role: Option<&str>) {
+        self.add_pod_netns_only(name, ip);
+        self.create_pod_object(name, &[ip], Some(uid), role);
+    }
+
+    /// A pod's network namespace on the bridge, with no Pod object: a pod
+    /// the agent's watch has not reported.
+    pub fn add_pod_netns_only(&self, name: &str, ip: &str) {
+        check(&self.script(&["pod-add", name, ip]), "node.sh pod-add");
+    }
+
     fn add_pod_with(&self, name: &str, ips: &[&str], role: Option<&str>) {
         let mut script = vec!["pod-add", name];
         script.extend_from_slice(ips);
         check(&self.script(&script), "node.sh pod-add");
+        self.create_pod_object(name, ips, None, role);
+    }
+
+    /// The Pod object of a pod (its network namespace made already).
+    pub fn create_pod_object(
+        &self,
+        name: &str,
+        ips: &[&str],
+        uid: Option<&str>,
+        role: Option<&str>,
+    ) {
         let annotations = role.map_or(
             serde_json::json!({}),
             |r| serde_json::json!({"iam.amazonaws.com/role": r}),
         );
         let mut pod = iamlet_testkit::pod("default", name, super::NODE, ips[0], annotations);
         pod["status"]["podIPs"] = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+        if let Some(uid) = uid {
+            pod["metadata"]["uid"] = serde_json::json!(uid);
+        }
+        self.kubectl_create(&pod);
+    }
+
+    fn kubectl_create(&self, object: &serde_json::Value) {
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -159,7 +189,7 @@ impl SimNode {
             .stdin
             .take()
             .unwrap()
-            .write_all(pod.to_string().as_bytes())
+            .write_all(object.to_string().as_bytes())
             .unwrap();
         check(&child.wait_with_output().unwrap(), "kubectl create");
     }
@@ -220,6 +250,11 @@ impl SimNode {
         full.push(aws.to_str().unwrap());
         full.extend(args);
         self.in_pod(pod, &full)
+    }
+
+    /// Where the testkit's unmodified aws-config application is.
+    pub fn sdk_identity_bin() -> PathBuf {
+        bin_dir().join("sdk-identity")
     }
 
     /// The caller ARN an unmodified aws-config application in the pod sees.
@@ -410,6 +445,106 @@ impl SimNode {
         self.state.path().join(name)
     }
 
+    /// This node's share of the machine's cgroup v2 hierarchy: a directory
+    /// of its own, where the tests lay out a kubelet's pod tree. The agent
+    /// sees it as `/sys/fs/cgroup/<prefix>` (see [`SimNode::cgroup_wrapper`]).
+    pub fn cgroup_tree(&self) -> PathBuf {
+        let tree = cgroup2_mount().join(&self.prefix);
+        std::fs::create_dir_all(tree.join("kubepods.slice/kubepods-besteffort.slice")).unwrap();
+        tree
+    }
+
+    /// A pod's container cgroup, as the systemd driver and containerd lay
+    /// it out; returns its directory.
+    pub fn add_pod_cgroup(&self, uid: &str) -> PathBuf {
+        let scope = self.cgroup_tree().join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{}.scope",
+            uid.replace('-', "_"),
+            "ab".repeat(32)
+        ));
+        std::fs::create_dir_all(&scope).unwrap();
+        scope
+    }
+
+    /// Removes a pod's cgroups, as the kubelet does when the pod is deleted.
+    pub fn remove_pod_cgroup(&self, uid: &str) {
+        let pod = self.cgroup_tree().join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+            uid.replace('-', "_")
+        ));
+        remove_cgroup_dirs(&pod);
+    }
+
+    /// What the agent runs under to see the host's cgroup v2 hierarchy at
+    /// `/sys/fs/cgroup` (where nft resolves cgroup paths), as a DaemonSet
+    /// that mounts it: a mount namespace of its own with cgroup2 mounted
+    /// there. Pair it with [`SimNode::cgroup_root_flag`].
+    pub fn cgroup_wrapper() -> [&'static str; 6] {
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+            "sh",
+        ]
+    }
+
+    /// `--cgroup-root` for the agent under [`SimNode::cgroup_wrapper`].
+    pub fn cgroup_root_flag(&self) -> String {
+        self.cgroup_tree();
+        format!("--cgroup-root=/sys/fs/cgroup/{}", self.prefix)
+    }
+
+    /// A hostNetwork pod's Pod object: the node's address, its own UID.
+    pub fn add_host_network_pod(&self, name: &str, uid: &str, role: Option<&str>) {
+        let annotations = role.map_or(
+            serde_json::json!({}),
+            |r| serde_json::json!({"iam.amazonaws.com/role": r}),
+        );
+        let mut pod = iamlet_testkit::pod("default", name, super::NODE, NODE_IP, annotations);
+        pod["metadata"]["uid"] = serde_json::json!(uid);
+        pod["spec"]["hostNetwork"] = serde_json::json!(true);
+        self.kubectl_create(&pod);
+    }
+
+    /// Runs a command on the node's network (a hostNetwork pod's process)
+    /// inside the cgroup `cgroup`, with the clean environment of
+    /// [`SimNode::in_pod`].
+    pub fn in_node_cgroup(&self, cgroup: &Path, args: &[&str]) -> Output {
+        let home = self.state.path().join("home-host");
+        let _ = std::fs::create_dir_all(&home);
+        Command::new("sh")
+            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(cgroup)
+            .args(["ip", "netns", "exec", &self.node_ns(), "env", "-i"])
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
+            .arg(format!("HOME={}", home.display()))
+            .args(["AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1"])
+            .arg(format!("AWS_ENDPOINT_URL={MOTO_URL}"))
+            .args([
+                "AWS_CONFIG_FILE=/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Deletes a pod's network namespace (its address is free again).
+    pub fn remove_pod_netns(&self, pod: &str) {
+        check(
+            &Command::new("ip")
+                .args(["netns", "del", &self.pod_ns(pod)])
+                .output()
+                .unwrap(),
+            "ip netns del",
+        );
+    }
+
     /// The running agent's process id.
     pub fn agent_pid(&self) -> u32 {
         self.agent.as_ref().expect("a running agent").id()
@@ -461,5 +596,38 @@ impl Drop for SimNode {
             eprintln!("--- iamlet log ---\n{}", self.agent_log());
         }
         let _ = self.script(&["down"]);
+        let tree = cgroup2_mount().join(&self.prefix);
+        if tree.exists() {
+            remove_cgroup_dirs(&tree);
+        }
     }
+}
+
+/// Where cgroup v2 is mounted here (`/sys/fs/cgroup/unified` on these
+/// hybrid machines, `/sys/fs/cgroup` on a v2-only host).
+fn cgroup2_mount() -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            if after.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            Some(PathBuf::from(before.split_whitespace().nth(4)?))
+        })
+        .expect("a cgroup v2 mount")
+}
+
+/// Removes a cgroup directory and those below it, deepest first (a cgroup
+/// directory goes only when it has no children and no processes).
+fn remove_cgroup_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

@@ -1,0 +1,160 @@
+//! Identity from the kernel on a simulated node: the machine's real cgroup
+//! v2 hierarchy laid out as the kubelet does (a pod tree of the node's own),
+//! the agent seeing it at `/sys/fs/cgroup` as a DaemonSet that mounts it
+//! would, real nftables, moto and unmodified SDKs. Needs root.
+
+#![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
+
+mod support;
+
+use std::time::Duration;
+
+use support::netns::SimNode;
+
+const CREDS_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+const WEB_UID: &str = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+const BATCH_UID: &str = "6fa459ea-ee8a-4ca4-894e-db77e160355e";
+const STRANGER_UID: &str = "0e4f1c2a-7b3d-4e5f-9a8b-1c2d3e4f5a6b";
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn start_agent(node: &mut SimNode) {
+    let root = node.cgroup_root_flag();
+    node.start_agent_as(&SimNode::cgroup_wrapper(), &[&root]);
+    let log = node.agent_log();
+    assert!(log.contains("identified by their cgroups"), "{log}");
+}
+
+#[test]
+fn host_network_pods_get_their_own_roles_and_the_node_keeps_its_own() {
+    let mut node = SimNode::up();
+    let web = node.add_pod_cgroup(WEB_UID);
+    let batch = node.add_pod_cgroup(BATCH_UID);
+    let stranger = node.add_pod_cgroup(STRANGER_UID);
+    node.add_host_network_pod("web-agent", WEB_UID, Some("s3-reader"));
+    node.add_host_network_pod("batch-agent", BATCH_UID, Some("batch-role"));
+    start_agent(&mut node);
+    assert!(
+        node.ruleset().contains("socket cgroupv2 level 2"),
+        "{}",
+        node.ruleset()
+    );
+
+    // awscli (botocore's IMDS provider) in one hostNetwork pod...
+    let arn = text(&node.in_node_cgroup(
+        &web,
+        &[
+            support::venv().join("bin/aws").to_str().unwrap(),
+            "sts",
+            "get-caller-identity",
+            "--query",
+            "Arn",
+            "--output",
+            "text",
+        ],
+    ));
+    assert_eq!(
+        arn.trim(),
+        "arn:aws:sts::123456789012:assumed-role/s3-reader/default.web-agent"
+    );
+    // ...and an unmodified aws-config application in the other.
+    let sdk = SimNode::sdk_identity_bin();
+    let arn = text(&node.in_node_cgroup(&batch, &[sdk.to_str().unwrap()]));
+    assert!(
+        arn.contains("assumed-role/batch-role/default.batch-agent"),
+        "{arn}"
+    );
+
+    // A process in a pod cgroup that no pod on this node owns gets nothing.
+    let (refused, _) = curl_status(&node, Some(&stranger));
+    assert_eq!(refused, "404", "a cgroup of no pod is refused");
+    assert!(
+        node.agent_log().contains("unknown-pod-uid"),
+        "{}",
+        node.agent_log()
+    );
+
+    // The node's own processes (the root cgroup here) reach the real
+    // metadata service, untouched by the rules.
+    let (status, body) = curl_status(&node, None);
+    assert_eq!((status.as_str(), body.as_str()), ("200", "node-role"));
+}
+
+/// `GET` of the role listing with an IMDSv2 token first, from the node's
+/// network, in `cgroup` (or the caller's own: the root). (status, body)
+fn curl_status(node: &SimNode, cgroup: Option<&std::path::Path>) -> (String, String) {
+    let script = format!(
+        "t=$(curl -s -m 3 -X PUT -H 'x-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token); \
+         curl -s -m 3 -w '\\n%{{http_code}}' -H \"x-aws-ec2-metadata-token: $t\" {CREDS_URL}"
+    );
+    let output = match cgroup {
+        Some(cgroup) => node.in_node_cgroup(cgroup, &["sh", "-c", &script]),
+        None => node.in_node(&["sh", "-c", &script]),
+    };
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (status.trim().to_string(), body.trim().to_string())
+}
+
+/// kube2iam's hole (#17, #178, #244): a pod is deleted and another takes
+/// its address before the agent's watch says so. The agent here never hears
+/// of it at all (a watch cut off for good is no worse); the kubelet's
+/// removal of the old pod's cgroup is what the agent checks.
+#[test]
+fn a_pod_deleted_on_the_node_is_never_served_to_the_pod_that_took_its_address() {
+    let mut node = SimNode::up();
+    let old_uid = "00000000-0000-4000-8000-00000000a001";
+    node.add_pod_cgroup(old_uid);
+    node.add_pod_with_uid("old", "10.77.0.40", old_uid, Some("s3-reader"));
+    start_agent(&mut node);
+    assert_eq!(node.curl("old", &[CREDS_URL]).1, "s3-reader");
+
+    // The kubelet deletes the pod: its containers and cgroups go, its
+    // address is free. A new pod takes the address; the API server's
+    // answer never reaches the agent.
+    node.remove_pod_netns("old");
+    node.remove_pod_cgroup(old_uid);
+    node.add_pod_netns_only("new", "10.77.0.40");
+    let (code, body) = node.curl("new", &["-w", " %{http_code}", CREDS_URL]);
+    assert_eq!(code, 0);
+    assert!(
+        body.ends_with(" 404"),
+        "the old pod's role was served: {body}"
+    );
+    let log = node.agent_log();
+    assert!(log.contains("pod-not-on-node"), "{log}");
+
+    // Once the API server's news arrives, the new pod is itself (here a
+    // pod with a role of its own).
+    let new_uid = "00000000-0000-4000-8000-00000000a002";
+    node.add_pod_cgroup(new_uid);
+    let deleted = node.kubectl(&["delete", "pod", "old", "--wait=false"]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    node.create_pod_object("new", &["10.77.0.40"], Some(new_uid), Some("batch-role"));
+    support::wait_until("the new pod's own role", Duration::from_secs(10), || {
+        node.curl("new", &[CREDS_URL]).1 == "batch-role"
+    });
+}
+
+#[test]
+fn without_a_usable_cgroup_root_the_agent_says_so_and_works_from_addresses() {
+    let mut node = SimNode::up();
+    node.add_pod("app", "10.77.0.41", Some("s3-reader"));
+    // The agent's /sys/fs/cgroup is an empty directory here (no mount).
+    node.start_agent(&[]);
+    let log = node.agent_log();
+    assert_eq!(
+        log.matches("identified by their addresses alone").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(node.metric("iamlet_cgroup_identity"), Some(0.0));
+    assert!(!node.ruleset().contains("cgroupv2"));
+    assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
+}
