@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -168,12 +167,12 @@ fn walk_dir(kubepods: &Path, dir: &Path, depth: usize, map: &mut PodMap) {
         return;
     };
     for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        if !meta.is_dir() {
+        // The directory entry's own type and inode: no stat of the many
+        // interface files every cgroup directory holds.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
+        let inode = std::os::unix::fs::DirEntryExt::ino(&entry);
         let path = entry.path();
         let relative = path
             .strip_prefix(kubepods)
@@ -183,7 +182,7 @@ fn walk_dir(kubepods: &Path, dir: &Path, depth: usize, map: &mut PodMap) {
             if is_pod_level(&relative) {
                 map.pod_dirs.insert(pod.uid.clone(), path.clone());
             }
-            map.by_id.insert(meta.ino(), pod.uid);
+            map.by_id.insert(inode, pod.uid);
         }
         if depth < MAX_DEPTH {
             walk_dir(kubepods, &path, depth + 1, map);
