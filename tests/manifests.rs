@@ -235,10 +235,21 @@ fn the_daemonset_asks_for_only_what_it_needs() {
     );
     assert_eq!(pod["serviceAccountName"], "iamlet");
 
-    // The only host path: the IMDSv2 token key's directory, on tmpfs.
+    // The host paths: the IMDSv2 token key's directory (on tmpfs), and
+    // the host's cgroups, read-only, where nft and the agent look for them.
     assert_eq!(
         pod["volumes"],
-        serde_json::json!([{"name": "state", "hostPath": {"path": "/run/iamlet", "type": "DirectoryOrCreate"}}])
+        serde_json::json!([
+            {"name": "state", "hostPath": {"path": "/run/iamlet", "type": "DirectoryOrCreate"}},
+            {"name": "host-cgroups", "hostPath": {"path": "/sys/fs/cgroup", "type": "Directory"}}
+        ])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        serde_json::json!([
+            {"name": "state", "mountPath": "/run/iamlet"},
+            {"name": "host-cgroups", "mountPath": "/sys/fs/cgroup", "readOnly": true}
+        ])
     );
     // A headless Service over the agents gives Prometheus job="iamlet".
     let service = find(&objects, "Service");
