@@ -295,3 +295,24 @@ fn a_requested_name_is_kept_only_clipped_for_the_log() {
     assert!(requested.len() <= MAX_LOGGED, "{}", requested.len());
     assert!(refusal.to_string().len() < 2 * MAX_LOGGED + 100);
 }
+
+#[test]
+fn a_static_pod_is_known_by_the_kubelets_uid_not_its_mirrors() {
+    let e = entitlements(None, None).with_host_network_pods(true);
+    let hash = "5f8c0b1e2d3a4b5c6d7e8f9a0b1c2d3e";
+    let mut mirror = host_network_pod(HOST_UID, Some("proxy-role"));
+    mirror
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("kubernetes.io/config.mirror".into(), hash.into());
+    e.store().apply_pod(&mirror);
+    let by_hash = crate::identity::PodUid::parse(hash).unwrap();
+    let grant = e.decide_caller(&Caller::HostNetworkPod(by_hash)).unwrap();
+    assert_eq!(grant.target.role.name(), "proxy-role");
+    let by_mirror_uid = crate::identity::PodUid::parse(HOST_UID).unwrap();
+    assert_eq!(
+        role_of(e.decide_caller(&Caller::HostNetworkPod(by_mirror_uid))),
+        Err("unknown-pod-uid")
+    );
+}

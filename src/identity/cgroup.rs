@@ -17,7 +17,9 @@
 
 use std::fmt;
 
-/// A pod UID as the API server writes it: 8-4-4-4-12 lower-case hex.
+/// A pod UID as the kubelet writes it in cgroup names: the API server's
+/// 8-4-4-4-12 lower-case hex, or for a static pod the kubelet's config
+/// hash (32 hex digits).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodUid(String);
 
@@ -26,6 +28,9 @@ impl PodUid {
     /// slices) between its groups, in either case.
     pub fn parse(text: &str) -> Option<PodUid> {
         const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(PodUid(text.to_ascii_lowercase()));
+        }
         let separator = if text.contains('_') { '_' } else { '-' };
         let groups: Vec<&str> = text.split(separator).collect();
         let well_formed = groups.len() == GROUPS.len()
@@ -199,14 +204,22 @@ mod tests {
     }
 
     #[test]
-    fn uids_parse_with_either_separator_only() {
+    fn uids_parse_with_either_separator_or_as_a_static_pods_hash() {
         assert_eq!(PodUid::parse(UID).unwrap().as_str(), UID);
         assert_eq!(PodUid::parse(UNDERSCORED).unwrap().as_str(), UID);
+        // A static pod's UID is the kubelet's config hash.
+        let hash = "0b9a7f3e5c414d2a9e8f1234567890ab";
+        assert_eq!(PodUid::parse(hash).unwrap().as_str(), hash);
+        let static_pod = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope"
+        );
+        assert_eq!(uid_of(&static_pod).as_deref(), Some(hash));
         for bad in [
             "",
             UID.trim_end_matches('b'),
-            "0b9a7f3e5c414d2a9e8f1234567890ab",
+            "0b9a7f3e5c414d2a9e8f1234567890a",
             "g".repeat(36).as_str(),
+            "g".repeat(32).as_str(),
         ] {
             assert_eq!(PodUid::parse(bad), None, "{bad:?}");
         }

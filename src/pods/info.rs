@@ -24,6 +24,9 @@ impl Default for AnnotationKeys {
     }
 }
 
+/// On a static pod's mirror object: the kubelet's UID for the pod.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// A pod's identity within the cluster: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodKey {
@@ -41,6 +44,9 @@ impl fmt::Display for PodKey {
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
+    /// The UID the kubelet gives the pod's cgroups: `metadata.uid`, or for
+    /// a static pod (whose API object is a mirror with a UID of its own)
+    /// the kubelet's config hash from `kubernetes.io/config.mirror`.
     pub uid: String,
     pub ips: Vec<IpAddr>,
     pub phase: String,
@@ -74,7 +80,9 @@ impl PodInfo {
         Some(PodInfo {
             namespace: meta.namespace.clone()?,
             name: meta.name.clone()?,
-            uid: meta.uid.clone().unwrap_or_default(),
+            uid: annotation(MIRROR_ANNOTATION)
+                .or_else(|| meta.uid.clone())
+                .unwrap_or_default(),
             ips,
             phase: status
                 .and_then(|s| s.phase.clone())
