@@ -103,24 +103,44 @@ fn curl_status(node: &SimNode, cgroup: Option<&std::path::Path>) -> (String, Str
 }
 
 /// kube2iam's hole (#17, #178, #244): a pod is deleted and another takes
-/// its address before the agent's watch says so. The agent here never hears
-/// of it at all (a watch cut off for good is no worse); the kubelet's
-/// removal of the old pod's cgroup is what the agent checks.
+/// its address while the agent's watch is cut off (a partition between the
+/// agent and the API server: the agent's index still names the old pod).
+/// The kubelet's removal of the old pod's cgroup is what the agent checks.
 #[test]
 fn a_pod_deleted_on_the_node_is_never_served_to_the_pod_that_took_its_address() {
     let mut node = SimNode::up();
+    let cut = node.state_file("watch-cut");
+    let proxy = e2e("cuttable_proxy.py");
+    node.spawn_in_node(&[
+        "python3",
+        &proxy,
+        "6444",
+        "127.0.0.1",
+        "6443",
+        cut.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
     let old_uid = "00000000-0000-4000-8000-00000000a001";
     node.add_pod_cgroup(old_uid);
     node.add_pod_with_uid("old", "10.77.0.40", old_uid, Some("s3-reader"));
-    start_agent(&mut node);
+    let root = node.cgroup_root_flag();
+    node.start_agent_as(
+        &SimNode::cgroup_wrapper(),
+        &[&root, "--api-server=http://127.0.0.1:6444"],
+    );
     assert_eq!(node.curl("old", &[CREDS_URL]).1, "s3-reader");
 
-    // The kubelet deletes the pod: its containers and cgroups go, its
-    // address is free. A new pod takes the address; the API server's
-    // answer never reaches the agent.
+    // The agent's watch goes quiet; the API server moves on: the old pod
+    // is deleted (its containers, cgroups and address go), a new pod with
+    // a role of its own takes the address.
+    std::fs::write(&cut, b"").unwrap();
+    let deleted = node.kubectl(&["delete", "pod", "old", "--wait=false"]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
     node.remove_pod_netns("old");
     node.remove_pod_cgroup(old_uid);
-    node.add_pod_netns_only("new", "10.77.0.40");
+    let new_uid = "00000000-0000-4000-8000-00000000a002";
+    node.add_pod_cgroup(new_uid);
+    node.add_pod_with_uid("new", "10.77.0.40", new_uid, Some("batch-role"));
     let (code, body) = node.curl("new", &["-w", " %{http_code}", CREDS_URL]);
     assert_eq!(code, 0);
     assert!(
@@ -129,17 +149,18 @@ fn a_pod_deleted_on_the_node_is_never_served_to_the_pod_that_took_its_address() 
     );
     let log = node.agent_log();
     assert!(log.contains("pod-not-on-node"), "{log}");
+    assert!(!log.contains("session=default.new"), "{log}");
 
-    // Once the API server's news arrives, the new pod is itself (here a
-    // pod with a role of its own).
-    let new_uid = "00000000-0000-4000-8000-00000000a002";
-    node.add_pod_cgroup(new_uid);
-    let deleted = node.kubectl(&["delete", "pod", "old", "--wait=false"]);
-    assert!(deleted.status.success(), "{}", text(&deleted));
-    node.create_pod_object("new", &["10.77.0.40"], Some(new_uid), Some("batch-role"));
-    support::wait_until("the new pod's own role", Duration::from_secs(10), || {
+    // The partition heals: the watch delivers what it missed, and the new
+    // pod gets its own role.
+    std::fs::remove_file(&cut).unwrap();
+    support::wait_until("the new pod's own role", Duration::from_secs(15), || {
         node.curl("new", &[CREDS_URL]).1 == "batch-role"
     });
+}
+
+fn e2e(script: &str) -> String {
+    format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
