@@ -80,6 +80,27 @@ fn host_network_pods_get_their_own_roles_and_the_node_keeps_its_own() {
         node.agent_log()
     );
 
+    // A pod with a network of its own binds its source port to a port a
+    // hostNetwork pod listens on (on every address): the kernel's socket
+    // lookup would fall back to that listener; the agent does not take the
+    // pod for the hostNetwork one.
+    node.spawn_in_node_cgroup(
+        &web,
+        &[
+            "python3",
+            "-c",
+            "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 45678)); s.listen(); time.sleep(60)",
+        ],
+    );
+    node.add_pod("thief", "10.77.0.42", None);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stolen) = node.curl(
+        "thief",
+        &["--local-port", "45678", "-w", " %{http_code}", CREDS_URL],
+    );
+    assert_eq!(code, 0, "{stolen}");
+    assert!(!stolen.contains("s3-reader"), "{stolen}");
+
     // The node's own processes (the root cgroup here) reach the real
     // metadata service, untouched by the rules.
     let (status, body) = curl_status(&node, None);

@@ -7,8 +7,8 @@
 //! not in it, at most every [`REFRESH_AT_MOST`]: a flood of unknown ids
 //! costs one walk per interval, not one per connection.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -70,7 +70,16 @@ pub struct CgroupIdentity {
     kubepods: PathBuf,
     tree: Option<PodTreeMatch>,
     map: Mutex<PodMap>,
+    /// Held while the tree is walked: one walk at a time, and callers that
+    /// waited for it use its result instead of walking again.
+    walking: Mutex<()>,
+    /// The node's own addresses (those of the agent's network namespace),
+    /// read again on a miss at most every [`ADDRESSES_AT_MOST`].
+    addresses: Mutex<(HashSet<IpAddr>, Option<Instant>)>,
 }
+
+/// The least time between two readings of the node's addresses.
+const ADDRESSES_AT_MOST: Duration = Duration::from_secs(1);
 
 impl CgroupIdentity {
     /// Checks that `root` is a cgroup v2 hierarchy with the kubelet's pod
@@ -90,6 +99,8 @@ impl CgroupIdentity {
             tree: pod_tree_match(&kubepods),
             kubepods,
             map: Mutex::default(),
+            walking: Mutex::new(()),
+            addresses: Mutex::default(),
         };
         identity.walk();
         Ok(identity)
@@ -99,6 +110,46 @@ impl CgroupIdentity {
     /// under `/sys/fs/cgroup` where nft looks for it.
     pub fn pod_tree_match(&self) -> Option<&PodTreeMatch> {
         self.tree.as_ref()
+    }
+
+    /// Whether `ip` is one of the node's own addresses: a connection from
+    /// one came from a process on the node's network (a hostNetwork pod
+    /// sent here by the `output` rule), never from a pod with a network of
+    /// its own.
+    pub fn is_node_address(&self, ip: IpAddr) -> bool {
+        let recent = {
+            let addresses = self
+                .addresses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if addresses.0.contains(&ip) {
+                return true;
+            }
+            addresses
+                .1
+                .is_some_and(|at| at.elapsed() < ADDRESSES_AT_MOST)
+        };
+        if recent {
+            return false;
+        }
+        let now: HashSet<IpAddr> = nix::ifaddrs::getifaddrs()
+            .map(|all| {
+                all.filter_map(|a| {
+                    let address = a.address?;
+                    address
+                        .as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        let found = now.contains(&ip);
+        *self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (now, Some(Instant::now()));
+        found
     }
 
     /// The pod whose process owns the TCP socket `local` -> `remote` on
@@ -141,8 +192,10 @@ impl CgroupIdentity {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Walks the tree again unless it was walked within [`REFRESH_AT_MOST`].
+    /// Walks the tree again unless it was walked within [`REFRESH_AT_MOST`]
+    /// (by this caller or one it waited for).
     fn walk_again(&self) {
+        let _walking = self.walking.lock().unwrap_or_else(PoisonError::into_inner);
         let recent = self
             .lock()
             .walked

@@ -21,6 +21,7 @@ const NLMSG_HEADER: usize = 16;
 const INET_DIAG_MSG: usize = 72;
 const INET_DIAG_CGROUP_ID: u16 = 21;
 const IPPROTO_TCP: u8 = 6;
+const TCP_LISTEN: u8 = 10;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum SockDiagError {
@@ -49,8 +50,16 @@ pub fn socket_cgroup(local: SocketAddr, remote: SocketAddr) -> Result<Option<u64
     let mut answer = [0u8; 1024];
     let len =
         recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty()).map_err(SockDiagError::Socket)?;
-    parse(&answer[..len])
+    // The kernel's exact lookup falls back to a listening socket on the
+    // same port: a caller could bind its source port to a port a
+    // hostNetwork pod listens on and be taken for that pod. Only the
+    // connected socket with exactly this 4-tuple counts.
+    let wanted = &request[NLMSG_HEADER + 8..NLMSG_HEADER + 8 + SOCKID_ADDRESSES];
+    parse(&answer[..len], wanted)
 }
+
+/// The ports and addresses of an `inet_diag_sockid` (sport, dport, src, dst).
+const SOCKID_ADDRESSES: usize = 2 + 2 + 16 + 16;
 
 fn request(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
     let family = match local.ip() {
@@ -86,7 +95,7 @@ fn address(ip: IpAddr) -> [u8; 16] {
     bytes
 }
 
-fn parse(answer: &[u8]) -> Result<Option<u64>, SockDiagError> {
+fn parse(answer: &[u8], wanted: &[u8]) -> Result<Option<u64>, SockDiagError> {
     let u16_at = |at: usize| -> Option<u16> {
         Some(u16::from_ne_bytes(answer.get(at..at + 2)?.try_into().ok()?))
     };
@@ -105,8 +114,14 @@ fn parse(answer: &[u8]) -> Result<Option<u64>, SockDiagError> {
             errno => Err(SockDiagError::Kernel(errno)),
         };
     }
-    if kind != SOCK_DIAG_BY_FAMILY {
+    if kind != SOCK_DIAG_BY_FAMILY || len < NLMSG_HEADER + INET_DIAG_MSG {
         return Err(SockDiagError::Malformed);
+    }
+    // inet_diag_msg: family, state, timer, retrans, then the sockid.
+    let state = answer[NLMSG_HEADER + 1];
+    let found = &answer[NLMSG_HEADER + 4..NLMSG_HEADER + 4 + SOCKID_ADDRESSES];
+    if state == TCP_LISTEN || found != wanted {
+        return Ok(None);
     }
     let mut at = NLMSG_HEADER + INET_DIAG_MSG;
     while at + 4 <= len {
@@ -138,8 +153,30 @@ mod tests {
         let id = socket_cgroup(local, remote).unwrap();
         assert!(id.is_some_and(|id| id > 0), "{id:?}");
         drop(client);
-        let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(socket_cgroup(gone, remote), Ok(None));
+        // The client's socket, closed, is gone (or lingers only until
+        // the kernel drops it: never a different socket).
+        assert_ne!(socket_cgroup(local, remote).unwrap(), Some(0));
+        let never: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(socket_cgroup(never, remote), Ok(None));
+    }
+
+    #[test]
+    fn a_listening_socket_on_the_same_port_does_not_answer_for_a_caller() {
+        // A hostNetwork pod listens on a wildcard address; a caller whose
+        // source port is that port, from another address, is not it.
+        for (wildcard, caller, remote) in [
+            ("0.0.0.0:0", "10.255.0.9", "169.254.169.254:80"),
+            ("[::]:0", "fd77::9", "[fd00:ec2::254]:80"),
+        ] {
+            let listener = std::net::TcpListener::bind(wildcard).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let local = SocketAddr::new(caller.parse().unwrap(), port);
+            assert_eq!(
+                socket_cgroup(local, remote.parse().unwrap()),
+                Ok(None),
+                "{wildcard}"
+            );
+        }
     }
 
     #[test]
@@ -148,12 +185,16 @@ mod tests {
         error[..4].copy_from_slice(&36u32.to_ne_bytes());
         error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         error[16..20].copy_from_slice(&(-(Errno::EPERM as i32)).to_ne_bytes());
-        assert_eq!(parse(&error), Err(SockDiagError::Kernel(Errno::EPERM)));
-        assert_eq!(parse(&error[..10]), Err(SockDiagError::Malformed));
+        let any = [0u8; SOCKID_ADDRESSES];
+        assert_eq!(
+            parse(&error, &any),
+            Err(SockDiagError::Kernel(Errno::EPERM))
+        );
+        assert_eq!(parse(&error[..10], &any), Err(SockDiagError::Malformed));
         let size = NLMSG_HEADER + INET_DIAG_MSG;
         let mut bare = vec![0u8; size];
         bare[..4].copy_from_slice(&(size as u32).to_ne_bytes());
         bare[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        assert_eq!(parse(&bare), Err(SockDiagError::NoCgroupId));
+        assert_eq!(parse(&bare, &any), Err(SockDiagError::NoCgroupId));
     }
 }

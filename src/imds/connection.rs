@@ -62,24 +62,25 @@ impl Connection {
     }
 
     /// Settles who is calling, with the node's cgroups when they can tell:
-    /// a translated connection whose calling socket is in the agent's own
-    /// network namespace comes from the node (a hostNetwork pod, sent here
-    /// by the `output` rule), and its socket's cgroup names the pod. Any
-    /// other caller is its address. Done once, before the first request.
+    /// a translated connection from one of the node's own addresses came
+    /// from a process on the node's network (a hostNetwork pod, sent here
+    /// by the `output` rule), and its socket's cgroup names the pod; if it
+    /// cannot be named, nothing is served to it. Any other caller is its
+    /// address. Done once, before the first request.
     pub fn identified(mut self, cgroups: Option<&CgroupIdentity>) -> Self {
         let (Some(cgroups), Origin::Dnat, Some(original)) = (cgroups, self.origin, self.original)
         else {
             return self;
         };
+        if !cgroups.is_node_address(canonical(self.peer.ip())) {
+            return self;
+        }
         let caller = match cgroups.pod_of_socket(self.peer, original) {
             Ok(uid) => Ok(Caller::HostNetworkPod(uid)),
-            // Not a socket of this namespace: a pod with its own network.
-            Err(Unidentified::SocketGone) => return self,
-            Err(Unidentified::Lookup(error)) => {
-                debug!(peer = %self.peer, %error, "socket lookup failed; the caller is its address");
-                return self;
+            Err(why) => {
+                debug!(peer = %self.peer, %why, "a caller on the node's network could not be named");
+                Err(why)
             }
-            Err(not_a_pod) => Err(not_a_pod),
         };
         self.identity = Arc::new(Identity {
             caller,

@@ -534,6 +534,23 @@ impl SimNode {
             .unwrap()
     }
 
+    /// Starts `args` in the background on the node's network inside the
+    /// cgroup `cgroup` (a hostNetwork pod's long-running process); killed
+    /// by PID on drop.
+    pub fn spawn_in_node_cgroup(&mut self, cgroup: &Path, args: &[&str]) -> usize {
+        let child = Command::new("sh")
+            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(cgroup)
+            .args(["ip", "netns", "exec", &self.node_ns()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.background.push(child);
+        self.background.len() - 1
+    }
+
     /// Deletes a pod's network namespace (its address is free again).
     pub fn remove_pod_netns(&self, pod: &str) {
         check(
