@@ -44,17 +44,28 @@ pub enum Installed {
 
 /// Installs (or atomically replaces) iamlet's tables in both families:
 /// DNAT to the agent where `targets` has an address, rejection elsewhere;
-/// with `host_pods`, also the `output` rules for hostNetwork pods (a second
-/// transaction, right after the first).
+/// with `host_pods`, also the hostNetwork pods' table (replaced whole in a
+/// transaction of its own); without, any such table of an earlier agent
+/// is removed.
 pub fn install(
     targets: &Targets,
     interfaces: &InterfaceMatch,
     host_pods: Option<&PodTreeMatch>,
 ) -> Result<Installed, FirewallError> {
-    let existed = !existing_tables()?.is_empty();
+    let present = existing_tables()?;
+    let existed = present.iter().any(|(_, name)| *name == TABLE);
     helper::apply_ruleset(&rules::install_batch(targets, interfaces))?;
-    if let Some(tree) = host_pods {
-        apply_text(&rules::host_pod_rules(targets, tree))?;
+    match host_pods {
+        Some(tree) => apply_text(&rules::host_pod_rules(targets, tree))?,
+        None => {
+            let stale: Vec<_> = present
+                .into_iter()
+                .filter(|(_, name)| *name == rules::HOST_TABLE)
+                .collect();
+            if !stale.is_empty() {
+                helper::apply_ruleset(&rules::removal_batch(&stale))?;
+            }
+        }
     }
     Ok(if existed {
         Installed::Replaced
@@ -86,7 +97,7 @@ fn apply_text(rules: &str) -> Result<(), FirewallError> {
         Ok(())
     } else {
         Err(FirewallError::Nft(format!(
-            "adding the hostNetwork pod rules: {}",
+            "writing the hostNetwork pods' table: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
@@ -99,25 +110,30 @@ pub fn remove() -> Result<Vec<&'static str>, FirewallError> {
     if !present.is_empty() {
         helper::apply_ruleset(&rules::removal_batch(&present))?;
     }
-    Ok(present.iter().map(|f| family_name(*f)).collect())
+    let mut families: Vec<&'static str> = present.iter().map(|(f, _)| family_name(*f)).collect();
+    families.dedup();
+    Ok(families)
 }
 
-/// The families in which iamlet's table exists now.
-fn existing_tables() -> Result<Vec<NfFamily>, FirewallError> {
+/// iamlet's tables that exist now: family and name.
+fn existing_tables() -> Result<Vec<(NfFamily, &'static str)>, FirewallError> {
     let ruleset = helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, ["list", "tables"])?;
-    let mut families: Vec<NfFamily> = ruleset
+    let mut tables: Vec<(NfFamily, &'static str)> = ruleset
         .objects
         .iter()
         .filter_map(|object| match object {
-            NfObject::ListObject(NfListObject::Table(table)) if table.name == TABLE => {
-                Some(table.family)
+            NfObject::ListObject(NfListObject::Table(table))
+                if matches!(table.family, NfFamily::IP | NfFamily::IP6) =>
+            {
+                let name = rules::TABLES.into_iter().find(|n| *n == table.name)?;
+                Some((table.family, name))
             }
             _ => None,
         })
-        .filter(|family| matches!(family, NfFamily::IP | NfFamily::IP6))
         .collect();
-    families.dedup();
-    Ok(families)
+    tables.sort_by_key(|(family, name)| (family_name(*family), *name));
+    tables.dedup();
+    Ok(tables)
 }
 
 pub fn family_name(family: NfFamily) -> &'static str {
@@ -129,5 +145,8 @@ pub fn family_name(family: NfFamily) -> &'static str {
 
 /// What an operator types to look at the rules.
 pub fn inspect_command() -> String {
-    format!("nft list table ip {TABLE}; nft list table ip6 {TABLE}")
+    format!(
+        "nft list table ip {TABLE}; nft list table ip6 {TABLE}; nft list table ip {}",
+        rules::HOST_TABLE
+    )
 }

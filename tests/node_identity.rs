@@ -105,6 +105,16 @@ fn host_network_pods_get_their_own_roles_and_the_node_keeps_its_own() {
     // metadata service, untouched by the rules.
     let (status, body) = curl_status(&node, None);
     assert_eq!((status.as_str(), body.as_str()), ("200", "node-role"));
+
+    // The hostNetwork pods' table heals like the rest.
+    let flushed = node.in_node(&["nft", "flush", "ruleset"]);
+    assert!(flushed.status.success());
+    support::wait_until("both tables back", Duration::from_secs(3), || {
+        let ruleset = node.ruleset();
+        ruleset.contains("table ip iamlet-hostnet") && ruleset.contains("table ip iamlet {")
+    });
+    let (status, body) = curl_status(&node, Some(&web));
+    assert_eq!((status.as_str(), body.as_str()), ("200", "s3-reader"));
 }
 
 /// `GET` of the role listing with an IMDSv2 token first, from the node's

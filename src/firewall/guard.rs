@@ -66,7 +66,7 @@ pub fn write_until_stable(
     for _ in 0..WRITE_ATTEMPTS {
         let installed = install(targets, interfaces, host_pods)?;
         let replaced = *first.get_or_insert(installed);
-        let state = TableState::read()?;
+        let state = TableState::read(host_pods.is_some())?;
         let stable = match expected {
             Some(expected) => &state == expected,
             None => state.is_complete(),
@@ -166,7 +166,7 @@ enum Outcome {
 
 fn check(guarded: &Guarded) -> Outcome {
     let started = Instant::now();
-    let what = match TableState::read() {
+    let what = match TableState::read(guarded.host_pods.is_some()) {
         Ok(now) => match now.difference(&guarded.expected) {
             None => return Outcome::Intact,
             Some(what) => what,

@@ -17,6 +17,12 @@ use super::InterfaceMatch;
 
 /// The name of iamlet's table, in the `ip` and `ip6` families.
 pub const TABLE: &str = "iamlet";
+/// The table of the hostNetwork pods' rules: a table of its own, written in
+/// one transaction of its own (nft's JSON cannot express its cgroup match),
+/// so that rewriting either table never leaves the other's rules out.
+pub const HOST_TABLE: &str = "iamlet-hostnet";
+/// Every table iamlet owns.
+pub const TABLES: [&str; 2] = [TABLE, HOST_TABLE];
 pub const CHAIN: &str = "prerouting";
 /// Filter chains of a family iamlet does not listen in.
 pub const REJECT_INPUT_CHAIN: &str = "reject-input";
@@ -209,13 +215,13 @@ fn rule(
     })
 }
 
-/// The rules for hostNetwork pods, in nft's own syntax (its JSON cannot
-/// express a `socket cgroupv2` match): sockets of processes under the
-/// kubelet's pod tree that connect to a metadata address go to the agent
-/// (or are refused in a family it does not listen in). The node's own
-/// processes, the agent's included, are not under that tree and keep
-/// reaching the real service. Applied after [`install_batch`], into the
-/// tables it made.
+/// The hostNetwork pods' table, in nft's own syntax (its JSON cannot
+/// express a `socket cgroupv2` match), as one transaction that replaces it
+/// whole in both families: sockets of processes under the kubelet's pod
+/// tree that connect to a metadata address go to the agent (or are refused
+/// in a family it does not listen in). The node's own processes, the
+/// agent's included, are not under that tree and keep reaching the real
+/// service.
 pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -> String {
     let mut text = String::new();
     let matcher = format!(
@@ -230,6 +236,9 @@ pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -
         };
         let matches =
             format!("{matcher} {protocol} daddr {metadata} tcp dport {METADATA_PORT} counter");
+        text.push_str(&format!(
+            "add table {name} {HOST_TABLE}\ndelete table {name} {HOST_TABLE}\nadd table {name} {HOST_TABLE}\n"
+        ));
         match targets.get(family) {
             Some(target) => {
                 let to = match target {
@@ -237,32 +246,36 @@ pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -
                     SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
                 };
                 text.push_str(&format!(
-                    "add chain {name} {TABLE} {OUTPUT_CHAIN} {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n\
-                     add rule {name} {TABLE} {OUTPUT_CHAIN} {matches} dnat to {to} comment \"{HOST_POD_DNAT_COMMENT}\"\n"
+                    "add chain {name} {HOST_TABLE} {OUTPUT_CHAIN} {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n\
+                     add rule {name} {HOST_TABLE} {OUTPUT_CHAIN} {matches} dnat to {to} comment \"{HOST_POD_DNAT_COMMENT}\"\n"
                 ));
             }
             None => text.push_str(&format!(
-                "add chain {name} {TABLE} {REJECT_OUTPUT_CHAIN} {{ type filter hook output priority {FILTER_PRIORITY}; policy accept; }}\n\
-                 add rule {name} {TABLE} {REJECT_OUTPUT_CHAIN} {matches} reject with tcp reset comment \"{HOST_POD_REJECT_COMMENT}\"\n"
+                "add chain {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {{ type filter hook output priority {FILTER_PRIORITY}; policy accept; }}\n\
+                 add rule {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {matches} reject with tcp reset comment \"{HOST_POD_REJECT_COMMENT}\"\n"
             )),
         }
     }
     text
 }
 
-/// Deletes iamlet's table in each of `families` (which must exist).
-pub fn removal_batch(families: &[NfFamily]) -> Nftables<'static> {
+/// Deletes each of `tables` (family and name; each must exist).
+pub fn removal_batch(tables: &[(NfFamily, &'static str)]) -> Nftables<'static> {
     let mut batch = Batch::new();
-    for family in families {
-        batch.delete(table(*family));
+    for (family, name) in tables {
+        batch.delete(named_table(*family, name));
     }
     batch.to_nftables()
 }
 
 fn table(family: NfFamily) -> NfListObject<'static> {
+    named_table(family, TABLE)
+}
+
+fn named_table(family: NfFamily, name: &'static str) -> NfListObject<'static> {
     NfListObject::Table(Table {
         family,
-        name: TABLE.into(),
+        name: name.into(),
         ..Table::default()
     })
 }

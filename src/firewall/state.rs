@@ -6,22 +6,31 @@ use nftables::helper::{self, NftablesError};
 use serde_json::Value;
 
 use super::FirewallError;
-use super::rules::{FAMILIES, TABLE};
+use super::rules::{FAMILIES, HOST_TABLE, TABLE};
 
-/// iamlet's tables as nft lists them, one entry per family (`None` where
-/// the table is missing).
+/// iamlet's tables as nft lists them, one entry per family and table
+/// (`None` where the table is missing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableState(Vec<Option<Value>>);
 
 impl TableState {
-    /// Reads both families' tables with `nft -j list table`.
-    pub fn read() -> Result<Self, FirewallError> {
-        let mut tables = Vec::with_capacity(FAMILIES.len());
-        for family in FAMILIES {
+    /// Reads iamlet's table in both families with `nft -j list table`, and
+    /// with `host_pods` the hostNetwork pods' table too.
+    pub fn read(host_pods: bool) -> Result<Self, FirewallError> {
+        let names: &[&str] = if host_pods {
+            &[TABLE, HOST_TABLE]
+        } else {
+            &[TABLE]
+        };
+        let mut tables = Vec::with_capacity(FAMILIES.len() * names.len());
+        for (family, table) in FAMILIES
+            .into_iter()
+            .flat_map(|family| names.iter().map(move |table| (family, *table)))
+        {
             let name = super::family_name(family);
             match helper::get_current_ruleset_raw(
                 helper::DEFAULT_NFT,
-                ["list", "table", name, TABLE],
+                ["list", "table", name, table],
             ) {
                 Ok(text) => {
                     let mut value: Value = serde_json::from_str(&text).map_err(|e| {
@@ -72,7 +81,7 @@ impl TableState {
         } else if self.is_empty() {
             Some("deleted")
         } else if self.0.iter().any(Option::is_none) {
-            Some("deleted in one family")
+            Some("partly deleted")
         } else {
             Some("altered")
         }
@@ -154,7 +163,7 @@ mod tests {
         );
         assert_eq!(
             TableState(vec![None, table(8181)]).difference(&expected),
-            Some("deleted in one family")
+            Some("partly deleted")
         );
         assert_eq!(
             TableState(vec![None, None]).difference(&expected),

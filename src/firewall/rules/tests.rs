@@ -165,12 +165,55 @@ fn lists_and_negations_become_one_rule_per_included_pattern() {
 
 #[test]
 fn removal_deletes_only_iamlets_tables() {
-    let batch = removal_batch(&[NfFamily::IP, NfFamily::IP6]);
+    let batch = removal_batch(&[
+        (NfFamily::IP, TABLE),
+        (NfFamily::IP, HOST_TABLE),
+        (NfFamily::IP6, TABLE),
+    ]);
     assert_eq!(
         commands(&batch),
         vec![
             json!({"delete": {"table": {"family": "ip", "name": "iamlet"}}}),
+            json!({"delete": {"table": {"family": "ip", "name": "iamlet-hostnet"}}}),
             json!({"delete": {"table": {"family": "ip6", "name": "iamlet"}}}),
         ]
     );
+}
+
+#[test]
+fn the_host_network_table_is_replaced_whole_in_each_family() {
+    let tree = crate::identity::PodTreeMatch {
+        path: "kubepods.slice".into(),
+        level: 1,
+    };
+    let targets = Targets::new(["10.0.0.5:8181".parse().unwrap()]);
+    let text = host_pod_rules(&targets, &tree);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "add table ip iamlet-hostnet",
+            "delete table ip iamlet-hostnet",
+            "add table ip iamlet-hostnet",
+        ]
+    );
+    assert!(
+        lines[3].starts_with(
+            "add chain ip iamlet-hostnet output { type nat hook output priority -110;"
+        )
+    );
+    assert_eq!(
+        lines[4],
+        "add rule ip iamlet-hostnet output socket cgroupv2 level 1 \"kubepods.slice\" ip daddr 169.254.169.254 tcp dport 80 counter dnat to 10.0.0.5:8181 comment \"iamlet: hostNetwork pods' metadata traffic to the agent\""
+    );
+    // No agent address in IPv6: hostNetwork pods are refused there.
+    assert_eq!(lines[5], "add table ip6 iamlet-hostnet");
+    assert!(
+        lines[9].contains("ip6 daddr fd00:ec2::254 tcp dport 80 counter reject with tcp reset")
+    );
+    let dual = Targets::new([
+        "10.0.0.5:8181".parse().unwrap(),
+        "[fd00::5]:8181".parse().unwrap(),
+    ]);
+    assert!(host_pod_rules(&dual, &tree).contains("dnat to [fd00::5]:8181"));
 }
