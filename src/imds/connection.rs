@@ -89,6 +89,15 @@ impl Connection {
         self
     }
 
+    /// Whose budget a request spends: the caller as named, or (when it
+    /// could not be named) its address.
+    pub fn limit_key(&self) -> Caller {
+        match &self.identity.caller {
+            Ok(caller) => caller.clone(),
+            Err(_) => Caller::Address(canonical(self.peer.ip())),
+        }
+    }
+
     /// The caller, or why the node could not name it.
     pub fn caller(&self) -> Result<&Caller, Refusal> {
         self.identity

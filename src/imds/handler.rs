@@ -19,7 +19,7 @@ use super::routes::{AgentRoute, DenyList, MetadataRoute, Origin, Route, route};
 use super::token::{self, TOKEN_HEADER, TTL_HEADER, TokenIssuer};
 use crate::clock::Clock;
 use crate::credentials::CredentialCache;
-use crate::entitlement::{Entitlements, Grant, Refusal, StsFailure, canonical};
+use crate::entitlement::{Caller, Entitlements, Grant, Refusal, StsFailure, canonical};
 use crate::identity::CgroupIdentity;
 use crate::telemetry::Metrics;
 
@@ -60,9 +60,9 @@ pub struct MetadataService {
     pub metrics: Arc<Metrics>,
     pub settings: ServiceSettings,
     /// Every request from an address.
-    pub request_limit: RateLimiter,
+    pub request_limit: RateLimiter<Caller>,
     /// Requests passed to the real metadata service.
-    pub proxy_limit: RateLimiter,
+    pub proxy_limit: RateLimiter<Caller>,
     pub decisions: DecisionLog,
     /// Open connections, capped per source and in all.
     pub connections: Arc<ConnectionLimits>,
@@ -95,7 +95,7 @@ impl MetadataService {
         connection: &Connection,
         listener: Listener,
     ) -> Result<(&'static str, Response<Body>), (&'static str, Refusal)> {
-        if !self.request_limit.allow(caller) {
+        if !self.request_limit.allow(connection.limit_key()) {
             return Err(("invalid", Refusal::RateLimited));
         }
         let path = request.uri().path();
@@ -193,7 +193,8 @@ impl MetadataService {
             | MetadataRoute::IamOther
             | MetadataRoute::Unversioned => Ok(responses::status_page(StatusCode::NOT_FOUND)),
             MetadataRoute::Proxy if self.may_proxy(caller, connection) => {
-                self.proxy(request.method(), request, caller).await
+                self.proxy(request.method(), request, caller, connection.limit_key())
+                    .await
             }
             MetadataRoute::Proxy => Err(Refusal::NotForCaller),
         }
@@ -218,7 +219,15 @@ impl MetadataService {
             .entitlements
             .decide_waiting(connection.caller()?, self.settings.lookup_wait)
             .await?;
-        connection.verify(&grant.pod, self.cgroups.as_deref())?;
+        let cgroups = self.cgroups.as_deref();
+        if let Err(refusal) = connection.verify(&grant.pod, cgroups) {
+            // A pod whose cgroup appeared just after the last walk of the
+            // tree: the next walk (at most 100 ms away) finds it.
+            tokio::time::sleep(crate::identity::cgroups::REFRESH_AT_MOST).await;
+            connection
+                .verify(&grant.pod, cgroups)
+                .map_err(|_| refusal)?;
+        }
         Ok(grant)
     }
 
@@ -304,9 +313,10 @@ impl MetadataService {
         method: &Method,
         request: &Request<B>,
         caller: IpAddr,
+        limit_key: Caller,
     ) -> Result<Response<Body>, Refusal> {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        if !self.proxy_limit.allow(caller) {
+        if !self.proxy_limit.allow(limit_key) {
             return Err(Refusal::ProxyRateLimited);
         }
         match self.upstream.get(method.clone(), path).await {

@@ -1,8 +1,11 @@
-//! Per-pod rate limits: token buckets keyed by source IP, so one pod cannot
+//! Per-pod rate limits: token buckets keyed by caller (a pod's address, or
+//! a hostNetwork pod the kernel named), so one pod cannot
 //! use up the node's metadata-service quota (AWS allows about 1,024 packets
 //! per second per interface) or the agent's attention for the others.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+#[cfg(test)]
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -13,10 +16,10 @@ use tokio::time::Instant;
 const SWEEP_ABOVE: usize = 4096;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +28,7 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_second` sustained, `burst` at once. A rate of zero disables the limit.
     pub fn new(per_second: f64, burst: f64) -> Self {
         RateLimiter {
@@ -36,20 +39,20 @@ impl RateLimiter {
     }
 
     /// Whether `caller` has a request left, without taking it.
-    pub fn has_budget(&self, caller: IpAddr) -> bool {
+    pub fn has_budget(&self, caller: &K) -> bool {
         if self.per_second <= 0.0 {
             return true;
         }
         let now = Instant::now();
         let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        buckets.get(&caller).is_none_or(|bucket| {
+        buckets.get(caller).is_none_or(|bucket| {
             let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
             bucket.tokens + refill >= 1.0
         })
     }
 
     /// Takes a token for `caller`; false when its bucket is empty.
-    pub fn allow(&self, caller: IpAddr) -> bool {
+    pub fn allow(&self, caller: K) -> bool {
         if self.per_second <= 0.0 {
             return true;
         }
@@ -94,13 +97,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn budget_is_seen_without_being_spent() {
         let limiter = RateLimiter::new(10.0, 2.0);
-        assert!(limiter.has_budget(A));
+        assert!(limiter.has_budget(&A));
         assert!(limiter.allow(A) && limiter.allow(A));
-        assert!(!limiter.has_budget(A));
-        assert!(limiter.has_budget(B));
+        assert!(!limiter.has_budget(&A));
+        assert!(limiter.has_budget(&B));
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(limiter.has_budget(A));
-        assert!(limiter.has_budget(A), "looking twice takes nothing");
+        assert!(limiter.has_budget(&A));
+        assert!(limiter.has_budget(&A), "looking twice takes nothing");
         assert!(limiter.allow(A));
         assert!(!limiter.allow(A));
     }

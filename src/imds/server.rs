@@ -58,7 +58,10 @@ pub async fn serve(
         // A caller whose request budget is spent is refused first, before
         // any system call or HTTP parsing: a reconnecting flood costs the
         // agent an accept and a reset per connection.
-        if !service.request_limit.has_budget(caller) {
+        if !service
+            .request_limit
+            .has_budget(&crate::entitlement::Caller::Address(caller))
+        {
             refuse_at_accept(&service, stream, caller, "rate-limited");
             continue;
         }
