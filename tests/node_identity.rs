@@ -210,3 +210,22 @@ fn without_a_usable_cgroup_root_the_agent_says_so_and_works_from_addresses() {
     assert!(!node.ruleset().contains("cgroupv2"));
     assert_eq!(node.curl("app", &[CREDS_URL]).1, "s3-reader");
 }
+
+#[test]
+fn a_host_network_pod_is_named_over_ipv6_too() {
+    let mut node = SimNode::up();
+    let web = node.add_pod_cgroup(WEB_UID);
+    node.add_host_network_pod("web-agent", WEB_UID, Some("s3-reader"));
+    let root = node.cgroup_root_flag();
+    node.start_agent_as(
+        &SimNode::cgroup_wrapper(),
+        &[&root, "--host-ip=10.77.0.1,fd77::1"],
+    );
+    let ruleset = node.ruleset();
+    assert!(ruleset.contains("table ip6 iamlet-hostnet"), "{ruleset}");
+    let script = "t=$(curl -s -g -m 3 -X PUT -H 'x-aws-ec2-metadata-token-ttl-seconds: 60' 'http://[fd00:ec2::254]/latest/api/token'); \
+         curl -s -g -m 3 -w '\\n%{http_code}' -H \"x-aws-ec2-metadata-token: $t\" 'http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/'";
+    let out = node.in_node_cgroup(&web, &["sh", "-c", script]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.trim(), "s3-reader\n200", "{text}\n{}", node.agent_log());
+}
