@@ -227,5 +227,10 @@ fn a_host_network_pod_is_named_over_ipv6_too() {
          curl -s -g -m 3 -w '\\n%{http_code}' -H \"x-aws-ec2-metadata-token: $t\" 'http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/'";
     let out = node.in_node_cgroup(&web, &["sh", "-c", script]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(text.trim(), "s3-reader\n200", "{text}\n{}", node.agent_log());
+    assert_eq!(
+        text.trim(),
+        "s3-reader\n200",
+        "{text}\n{}",
+        node.agent_log()
+    );
 }

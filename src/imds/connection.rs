@@ -89,6 +89,13 @@ impl Connection {
         self
     }
 
+    /// Whether the caller may be a process on the node's network (came
+    /// through the DNAT from one of the node's addresses): only then does
+    /// [`Connection::identified`] ask the kernel.
+    pub fn may_be_host_network(&self, cgroups: &CgroupIdentity) -> bool {
+        self.origin == Origin::Dnat && cgroups.is_node_address(canonical(self.peer.ip()))
+    }
+
     /// Whose budget a request spends: the caller as named, or (when it
     /// could not be named) its address.
     pub fn limit_key(&self) -> Caller {

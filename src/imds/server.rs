@@ -86,8 +86,19 @@ pub async fn serve(
                 Ok(Err(_)) | Err(_) => return,
             }
             // Once per connection, before its first request: who the
-            // kernel says is calling (a host-network caller's socket).
-            let connection = connection.identified(service.cgroups.as_deref());
+            // kernel says is calling (a host-network caller's socket). The
+            // lookup may walk the pod tree (milliseconds, rarely): off the
+            // runtime's threads, and only for callers on the node's own
+            // addresses.
+            let connection = match service.cgroups.clone() {
+                Some(cgroups) if connection.may_be_host_network(&cgroups) => {
+                    let pending = connection.clone();
+                    tokio::task::spawn_blocking(move || pending.identified(Some(&cgroups)))
+                        .await
+                        .unwrap_or(connection)
+                }
+                _ => connection,
+            };
             let handler = service_fn(move |request: hyper::Request<Incoming>| {
                 let service = service.clone();
                 let connection = connection.clone();
