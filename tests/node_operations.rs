@@ -372,7 +372,10 @@ fn a_mistyped_interface_stops_the_agent_and_an_unmatched_wildcard_is_reported() 
     );
     node.signal_agent("TERM");
     node.start_agent(&["--host-interface=br0,vh+"]);
-    assert!(node.metric("iamlet_host_interfaces_matched").unwrap() >= 2.0);
+    support::wait_until("the interfaces counted", Duration::from_secs(5), || {
+        node.metric("iamlet_host_interfaces_matched")
+            .is_some_and(|n| n >= 2.0)
+    });
 }
 
 #[test]
