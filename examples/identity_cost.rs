@@ -12,24 +12,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use iamlet::identity::{CgroupIdentity, PodUid, socket_cgroup};
 
 const UID: &str = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
-
-fn cgroup2_mount() -> PathBuf {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            (after.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(before.split_whitespace().nth(4).unwrap()))
-        })
-        .unwrap()
-}
 
 fn report(what: &str, mut samples: Vec<f64>) {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -56,7 +43,9 @@ fn main() {
     let iterations: usize = std::env::args()
         .nth(1)
         .map_or(20_000, |n| n.parse().unwrap());
-    let top = cgroup2_mount().join(format!("iamlet-cost-{}", std::process::id()));
+    let top = iamlet::identity::cgroups::cgroup2_mount()
+        .expect("a cgroup v2 mount")
+        .join(format!("iamlet-cost-{}", std::process::id()));
     let pod = top.join(format!(
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
         UID.replace('-', "_")

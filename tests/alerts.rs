@@ -53,33 +53,46 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     }
 }
 
-/// `name{label="value",...}` occurrences of iamlet's series in `text`:
-/// each metric name with the label names written beside it.
-fn named_series(text: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// Every `iamlet_*` series named in `text`, with the matchers written
+/// beside it (`label="value"`, `label!="value"`, `label=~"..."`), without
+/// the labels a scrape adds (`job`, `instance`, `le`).
+fn selectors(text: &str) -> Vec<(String, Vec<&str>)> {
+    let mut found = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("iamlet_") {
         let tail = &rest[start..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(tail.len());
-        let name = tail[..end].to_string();
-        let labels = found.entry(name).or_default();
-        if let Some(selector) = tail[end..].strip_prefix('{') {
-            let close = selector.find('}').unwrap_or(0);
-            for pair in selector[..close].split(',') {
-                let label = pair
-                    .split(['=', '!', '~'])
-                    .next()
-                    .unwrap()
-                    .trim()
-                    .to_string();
-                if !label.is_empty() && label != "job" && label != "instance" && label != "le" {
-                    labels.insert(label);
-                }
+        let matchers = match tail[end..].strip_prefix('{') {
+            Some(selector) => {
+                let close = selector.find('}').unwrap_or(0);
+                selector[..close]
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| {
+                        let label = m.split(['=', '!', '~']).next().unwrap_or_default().trim();
+                        !label.is_empty() && !["job", "instance", "le"].contains(&label)
+                    })
+                    .collect()
             }
-        }
+            None => Vec::new(),
+        };
+        found.push((tail[..end].to_string(), matchers));
         rest = &tail[end..];
+    }
+    found
+}
+
+/// Each series named in `text` with the label names written beside it.
+fn named_series(text: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, matchers) in selectors(text) {
+        let labels = found.entry(name).or_default();
+        for matcher in matchers {
+            let label = matcher.split(['=', '!', '~']).next().unwrap_or_default();
+            labels.insert(label.trim().to_string());
+        }
     }
     found
 }
@@ -130,36 +143,24 @@ async fn every_series_the_alerts_use_is_one_the_agent_exposes() {
     }
 }
 
-/// `iamlet_*{label="value"}` and `{label!="value"}` matchers in `text`:
-/// (metric, label, value).
+/// `iamlet_*{label="value"}` and `{label!="value"}` matchers in `text`
+/// (regular expressions left out): (metric, label, value).
 fn exact_matchers(text: &str) -> Vec<(String, String, String)> {
-    let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("iamlet_") {
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        if let Some(selector) = tail[end..].strip_prefix('{') {
-            let close = selector.find('}').unwrap_or(0);
-            for pair in selector[..close].split(',') {
-                let Some((label, value)) = pair.split_once('=') else {
-                    continue;
-                };
-                let label = label.trim().trim_end_matches('!');
-                if value.starts_with('~') || label == "job" || label == "instance" {
-                    continue;
-                }
-                found.push((
-                    tail[..end].to_string(),
-                    label.to_string(),
-                    value.trim().trim_matches('"').to_string(),
-                ));
-            }
-        }
-        rest = &tail[end..];
-    }
-    found
+    selectors(text)
+        .into_iter()
+        .flat_map(|(name, matchers)| {
+            matchers.into_iter().filter_map(move |matcher| {
+                let (label, value) = matcher.split_once('=')?;
+                (!value.starts_with('~')).then(|| {
+                    (
+                        name.clone(),
+                        label.trim().trim_end_matches('!').to_string(),
+                        value.trim().trim_matches('"').to_string(),
+                    )
+                })
+            })
+        })
+        .collect()
 }
 
 /// Series names and label names of an exposition: counters and

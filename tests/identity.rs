@@ -16,20 +16,6 @@ use iamlet::identity::{CgroupIdentity, PodUid, pod_of, socket_cgroup};
 const UID: &str = "6c0f2b9e-1d3a-4f5b-8c7d-9e0a1b2c3d4e";
 const ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup` on a v2 host,
-/// `/sys/fs/cgroup/unified` on a hybrid one).
-fn cgroup2_mount() -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            (after.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(before.split_whitespace().nth(4).unwrap()))
-        })
-        .expect("a cgroup v2 mount")
-}
-
 /// A kubelet-shaped subtree of the real hierarchy, removed on drop with the
 /// process moved into it.
 struct PodCgroupTree {
@@ -42,7 +28,9 @@ impl PodCgroupTree {
     fn new() -> PodCgroupTree {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let top = cgroup2_mount().join(format!("iamlet-identity-{}-{n}", std::process::id()));
+        let top = iamlet::identity::cgroups::cgroup2_mount()
+            .expect("a cgroup v2 mount")
+            .join(format!("iamlet-identity-{}-{n}", std::process::id()));
         let leaf = top.join(format!(
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
             UID.replace('-', "_")
@@ -139,7 +127,7 @@ fn the_agents_view_of_the_tree_names_a_callers_pod_and_forgets_a_deleted_one() {
     // nft finds the pod tree by its path under /sys/fs/cgroup, at its depth
     // below the cgroup v2 root.
     let matched = identity.pod_tree_match().expect("under /sys/fs/cgroup");
-    let mount = cgroup2_mount();
+    let mount = iamlet::identity::cgroups::cgroup2_mount().expect("a cgroup v2 mount");
     let below_mount = tree.top.strip_prefix(&mount).unwrap();
     assert_eq!(matched.level, below_mount.components().count() + 1);
     assert!(matched.path.ends_with("/kubepods.slice"), "{matched:?}");

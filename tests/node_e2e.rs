@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::SimNode;
+use support::netns::{SimNode, output_text as text};
 use support::upstream::{NODE_ACCESS_KEY, NODE_SECRET};
 
 const ROLE_ARN_PREFIX: &str = "arn:aws:sts::123456789012:assumed-role/s3-reader/";
@@ -24,14 +24,6 @@ fn caller_arn(node: &SimNode, pod: &str, env: &[&str]) -> String {
         "text",
     ];
     text(&node.aws_with(pod, env, &args)).trim().to_string()
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]

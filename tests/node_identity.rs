@@ -9,20 +9,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::SimNode;
+use support::netns::{SimNode, output_text as text};
 
 const CREDS_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 const WEB_UID: &str = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
 const BATCH_UID: &str = "6fa459ea-ee8a-4ca4-894e-db77e160355e";
 const STRANGER_UID: &str = "0e4f1c2a-7b3d-4e5f-9a8b-1c2d3e4f5a6b";
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn start_agent(node: &mut SimNode) {
     let root = node.cgroup_root_flag();
@@ -233,4 +225,24 @@ fn a_host_network_pod_is_named_over_ipv6_too() {
         "{text}\n{}",
         node.agent_log()
     );
+}
+
+/// A hostNetwork pod that floods the agent spends its own budget, not
+/// one shared by every process on the node's address.
+#[test]
+fn a_flooding_host_network_pod_does_not_starve_another() {
+    let mut node = SimNode::up();
+    let web = node.add_pod_cgroup(WEB_UID);
+    let batch = node.add_pod_cgroup(BATCH_UID);
+    node.add_host_network_pod("web-agent", WEB_UID, Some("s3-reader"));
+    node.add_host_network_pod("batch-agent", BATCH_UID, Some("batch-role"));
+    let root = node.cgroup_root_flag();
+    node.start_agent_as(&SimNode::cgroup_wrapper(), &[&root, "--pod-request-rate=2"]);
+    let flood = format!(
+        "for i in $(seq 30); do curl -s -o /dev/null -w '%{{http_code}} ' -m 2 {CREDS_URL}; done"
+    );
+    let flooded = text(&node.in_node_cgroup(&web, &["sh", "-c", &flood]));
+    assert!(flooded.contains("429"), "the flood is limited: {flooded}");
+    let (status, body) = curl_status(&node, Some(&batch));
+    assert_eq!((status.as_str(), body.as_str()), ("200", "batch-role"));
 }

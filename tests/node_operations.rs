@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::netns::{NODE_IP, SimNode};
+use support::netns::{NODE_IP, SimNode, check};
 
 const LIST_URL: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 /// What the fake real metadata service lists: the node's role.
@@ -82,15 +82,6 @@ impl Prober {
     }
 }
 
-fn ok(output: std::process::Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[test]
 fn a_flushed_deleted_or_altered_table_is_written_again_within_a_second() {
     let mut node = SimNode::up();
@@ -126,7 +117,7 @@ fn a_flushed_deleted_or_altered_table_is_written_again_within_a_second() {
         ),
     ];
     for (what, command) in changes {
-        ok(node.in_node(command), what);
+        check(&node.in_node(command), what);
         std::thread::sleep(Duration::from_millis(1500));
     }
     let probed = prober.finish(&mut node);
@@ -134,8 +125,8 @@ fn a_flushed_deleted_or_altered_table_is_written_again_within_a_second() {
     // A burst of flushes, as a firewall service's restart makes (a flush on
     // stop, another on start): a flush landing between a repair and its
     // reading back must not make "no rules" the state kept.
-    ok(
-        node.in_node(&[
+    check(
+        &node.in_node(&[
             "sh",
             "-c",
             "for i in 1 2 3 4 5 6 7 8 9 10; do nft flush ruleset; sleep 0.05; done",
@@ -212,8 +203,8 @@ fn cut_over_from_kube2iam_and_back_without_a_window() {
     });
     std::thread::sleep(Duration::from_millis(500));
     // Step 2: kube2iam goes, with its chart's preStop hook.
-    ok(
-        node.in_node(&[
+    check(
+        &node.in_node(&[
             "sh",
             "-c",
             "eval `iptables-save | grep 169.254.169.254 | sed s/-A/'iptables -t nat -D'/g`",
@@ -269,7 +260,7 @@ fn start_kube2iam_beside(node: &mut SimNode, rule: &[&str]) -> usize {
     let index = node.spawn_in_node(&["python3", &standin, KUBE2IAM_PORT]);
     let mut args = vec!["iptables"];
     args.extend(rule);
-    ok(node.in_node(&args), "kube2iam's rule");
+    check(&node.in_node(&args), "kube2iam's rule");
     support::wait_until("kube2iam to listen", Duration::from_secs(10), || {
         node.in_node(&[
             "curl",

@@ -264,7 +264,23 @@ fn pod_tree_match(kubepods: &Path) -> Option<PodTreeMatch> {
 
 /// The mount point of the cgroup v2 filesystem that holds `path`.
 fn cgroup2_mount_of(path: &Path) -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mounts()
+        .into_iter()
+        .filter(|mount| path.starts_with(mount))
+        .max_by_key(|mount| mount.components().count())
+}
+
+/// Where this process sees the cgroup v2 hierarchy mounted:
+/// `/sys/fs/cgroup` on a v2 host, `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    cgroup2_mounts().into_iter().next()
+}
+
+/// Every mount of the cgroup v2 filesystem (from `/proc/self/mountinfo`).
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -274,8 +290,7 @@ fn cgroup2_mount_of(path: &Path) -> Option<PathBuf> {
             }
             Some(PathBuf::from(before.split_whitespace().nth(4)?))
         })
-        .filter(|mount| path.starts_with(mount))
-        .max_by_key(|mount| mount.components().count())
+        .collect()
 }
 
 #[cfg(test)]

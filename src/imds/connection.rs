@@ -61,20 +61,15 @@ impl Connection {
         }
     }
 
-    /// Settles who is calling, with the node's cgroups when they can tell:
-    /// a translated connection from one of the node's own addresses came
-    /// from a process on the node's network (a hostNetwork pod, sent here
-    /// by the `output` rule), and its socket's cgroup names the pod; if it
-    /// cannot be named, nothing is served to it. Any other caller is its
-    /// address. Done once, before the first request.
-    pub fn identified(mut self, cgroups: Option<&CgroupIdentity>) -> Self {
-        let (Some(cgroups), Origin::Dnat, Some(original)) = (cgroups, self.origin, self.original)
-        else {
+    /// Names a caller on the node's network ([`Connection::may_be_host_network`],
+    /// which the caller of this checks first): a hostNetwork pod sent here
+    /// by the `output` rule, named by its socket's cgroup; if it cannot be
+    /// named, nothing is served on the connection. Done once, before the
+    /// first request (it may walk the pod tree: not on the runtime's threads).
+    pub fn identified(mut self, cgroups: &CgroupIdentity) -> Self {
+        let Some(original) = self.original else {
             return self;
         };
-        if !cgroups.is_node_address(canonical(self.peer.ip())) {
-            return self;
-        }
         let caller = match cgroups.pod_of_socket(self.peer, original) {
             Ok(uid) => Ok(Caller::HostNetworkPod(uid)),
             Err(why) => {
@@ -89,9 +84,9 @@ impl Connection {
         self
     }
 
-    /// Whether the caller may be a process on the node's network (came
-    /// through the DNAT from one of the node's addresses): only then does
-    /// [`Connection::identified`] ask the kernel.
+    /// Whether the caller may be a process on the node's network: it came
+    /// through the DNAT from one of the node's own addresses (a pod with a
+    /// network of its own never has one). Any other caller is its address.
     pub fn may_be_host_network(&self, cgroups: &CgroupIdentity) -> bool {
         self.origin == Origin::Dnat && cgroups.is_node_address(canonical(self.peer.ip()))
     }

@@ -93,7 +93,7 @@ pub async fn serve(
             let connection = match service.cgroups.clone() {
                 Some(cgroups) if connection.may_be_host_network(&cgroups) => {
                     let pending = connection.clone();
-                    tokio::task::spawn_blocking(move || pending.identified(Some(&cgroups)))
+                    tokio::task::spawn_blocking(move || pending.identified(&cgroups))
                         .await
                         .unwrap_or(connection)
                 }

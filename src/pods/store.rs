@@ -134,12 +134,7 @@ impl PodStore {
     /// The pod behind `ip` now, without waiting.
     pub fn lookup(&self, ip: IpAddr) -> Result<PodView, LookupError> {
         let state = self.read();
-        if !state.ready {
-            return Err(LookupError::NotReady);
-        }
-        if let Some(error) = self.staleness(&state, Instant::now()) {
-            return Err(error);
-        }
+        self.check_answerable(&state)?;
         match state.pods.lookup(ip) {
             IpLookup::Found(pod) => Ok(Self::view(&state, pod)),
             IpLookup::Unknown => Err(LookupError::Unknown(ip)),
@@ -150,12 +145,7 @@ impl PodStore {
     /// The live hostNetwork pod with this UID now, without waiting.
     pub fn lookup_host_network(&self, uid: &str) -> Result<PodView, LookupError> {
         let state = self.read();
-        if !state.ready {
-            return Err(LookupError::NotReady);
-        }
-        if let Some(error) = self.staleness(&state, Instant::now()) {
-            return Err(error);
-        }
+        self.check_answerable(&state)?;
         match state.pods.host_network_pod(uid) {
             Some(pod) => Ok(Self::view(&state, pod)),
             None => Err(LookupError::UnknownHostNetworkPod(uid.to_string())),
@@ -188,8 +178,18 @@ impl PodStore {
 
     /// Ready and not stale: lookups may succeed.
     pub fn is_answerable(&self) -> bool {
-        let state = self.read();
-        state.ready && self.staleness(&state, Instant::now()).is_none()
+        self.check_answerable(&self.read()).is_ok()
+    }
+
+    /// Why no lookup may be answered now (not listed yet, or stale).
+    fn check_answerable(&self, state: &State) -> Result<(), LookupError> {
+        if !state.ready {
+            return Err(LookupError::NotReady);
+        }
+        match self.staleness(state, Instant::now()) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Whether any live pod claims `ip` (alone or with others).

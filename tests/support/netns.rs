@@ -48,7 +48,8 @@ fn check_tools() {
     }
 }
 
-fn check(output: &Output, what: &str) {
+/// Fails the test with the command's output unless it succeeded.
+pub fn check(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -153,16 +154,7 @@ impl SimNode {
         uid: Option<&str>,
         role: Option<&str>,
     ) {
-        let annotations = role.map_or(
-            serde_json::json!({}),
-            |r| serde_json::json!({"iam.amazonaws.com/role": r}),
-        );
-        let mut pod = iamlet_testkit::pod("default", name, super::NODE, ips[0], annotations);
-        pod["status"]["podIPs"] = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
-        if let Some(uid) = uid {
-            pod["metadata"]["uid"] = serde_json::json!(uid);
-        }
-        self.kubectl_create(&pod);
+        self.kubectl_create(&pod_object(name, ips, uid, role));
     }
 
     fn kubectl_create(&self, object: &serde_json::Value) {
@@ -221,18 +213,8 @@ impl SimNode {
         let home = self.state.path().join(format!("home-{pod}"));
         let _ = std::fs::create_dir_all(&home);
         Command::new("ip")
-            .args(["netns", "exec", &ns, "env", "-i"])
-            .arg(format!(
-                "PATH={}",
-                std::env::var("PATH").unwrap_or_default()
-            ))
-            .arg(format!("HOME={}", home.display()))
-            .args(["AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1"])
-            .arg(format!("AWS_ENDPOINT_URL={MOTO_URL}"))
-            .args([
-                "AWS_CONFIG_FILE=/dev/null",
-                "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-            ])
+            .args(["netns", "exec", &ns])
+            .args(client_env(&home))
             .args(args)
             .output()
             .unwrap()
@@ -449,7 +431,9 @@ impl SimNode {
     /// of its own, where the tests lay out a kubelet's pod tree. The agent
     /// sees it as `/sys/fs/cgroup/<prefix>` (see [`SimNode::cgroup_wrapper`]).
     pub fn cgroup_tree(&self) -> PathBuf {
-        let tree = cgroup2_mount().join(&self.prefix);
+        let tree = iamlet::identity::cgroups::cgroup2_mount()
+            .expect("a cgroup v2 mount")
+            .join(&self.prefix);
         std::fs::create_dir_all(tree.join("kubepods.slice/kubepods-besteffort.slice")).unwrap();
         tree
     }
@@ -498,12 +482,7 @@ impl SimNode {
 
     /// A hostNetwork pod's Pod object: the node's address, its own UID.
     pub fn add_host_network_pod(&self, name: &str, uid: &str, role: Option<&str>) {
-        let annotations = role.map_or(
-            serde_json::json!({}),
-            |r| serde_json::json!({"iam.amazonaws.com/role": r}),
-        );
-        let mut pod = iamlet_testkit::pod("default", name, super::NODE, NODE_IP, annotations);
-        pod["metadata"]["uid"] = serde_json::json!(uid);
+        let mut pod = pod_object(name, &[NODE_IP], Some(uid), role);
         pod["spec"]["hostNetwork"] = serde_json::json!(true);
         self.kubectl_create(&pod);
     }
@@ -514,21 +493,9 @@ impl SimNode {
     pub fn in_node_cgroup(&self, cgroup: &Path, args: &[&str]) -> Output {
         let home = self.state.path().join("home-host");
         let _ = std::fs::create_dir_all(&home);
-        Command::new("sh")
-            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
-            .arg(cgroup)
-            .args(["ip", "netns", "exec", &self.node_ns(), "env", "-i"])
-            .arg(format!(
-                "PATH={}",
-                std::env::var("PATH").unwrap_or_default()
-            ))
-            .arg(format!("HOME={}", home.display()))
-            .args(["AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1"])
-            .arg(format!("AWS_ENDPOINT_URL={MOTO_URL}"))
-            .args([
-                "AWS_CONFIG_FILE=/dev/null",
-                "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-            ])
+        in_cgroup(cgroup)
+            .args(["ip", "netns", "exec", &self.node_ns()])
+            .args(client_env(&home))
             .args(args)
             .output()
             .unwrap()
@@ -538,9 +505,7 @@ impl SimNode {
     /// cgroup `cgroup` (a hostNetwork pod's long-running process); killed
     /// by PID on drop.
     pub fn spawn_in_node_cgroup(&mut self, cgroup: &Path, args: &[&str]) -> usize {
-        let child = Command::new("sh")
-            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
-            .arg(cgroup)
+        let child = in_cgroup(cgroup)
             .args(["ip", "netns", "exec", &self.node_ns()])
             .args(args)
             .stdout(Stdio::null())
@@ -613,27 +578,67 @@ impl Drop for SimNode {
             eprintln!("--- iamlet log ---\n{}", self.agent_log());
         }
         let _ = self.script(&["down"]);
-        let tree = cgroup2_mount().join(&self.prefix);
-        if tree.exists() {
-            remove_cgroup_dirs(&tree);
+        if let Some(mount) = iamlet::identity::cgroups::cgroup2_mount() {
+            let tree = mount.join(&self.prefix);
+            if tree.exists() {
+                remove_cgroup_dirs(&tree);
+            }
         }
     }
 }
 
-/// Where cgroup v2 is mounted here (`/sys/fs/cgroup/unified` on these
-/// hybrid machines, `/sys/fs/cgroup` on a v2-only host).
-fn cgroup2_mount() -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            if after.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            Some(PathBuf::from(before.split_whitespace().nth(4)?))
-        })
-        .expect("a cgroup v2 mount")
+/// A command's stdout and stderr, as one text.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A Pod object of this node in `default`, with the role annotation.
+fn pod_object(
+    name: &str,
+    ips: &[&str],
+    uid: Option<&str>,
+    role: Option<&str>,
+) -> serde_json::Value {
+    let annotations = role.map_or(
+        serde_json::json!({}),
+        |r| serde_json::json!({"iam.amazonaws.com/role": r}),
+    );
+    let mut pod = iamlet_testkit::pod("default", name, super::NODE, ips[0], annotations);
+    pod["status"]["podIPs"] = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+    if let Some(uid) = uid {
+        pod["metadata"]["uid"] = serde_json::json!(uid);
+    }
+    pod
+}
+
+/// `env -i` and the variables of a client in a simulated pod: no
+/// credentials, AWS APIs at moto, metadata at the usual address.
+fn client_env(home: &Path) -> Vec<String> {
+    vec![
+        "env".into(),
+        "-i".into(),
+        format!("PATH={}", std::env::var("PATH").unwrap_or_default()),
+        format!("HOME={}", home.display()),
+        "AWS_DEFAULT_REGION=us-east-1".into(),
+        "AWS_REGION=us-east-1".into(),
+        format!("AWS_ENDPOINT_URL={MOTO_URL}"),
+        "AWS_CONFIG_FILE=/dev/null".into(),
+        "AWS_SHARED_CREDENTIALS_FILE=/dev/null".into(),
+    ]
+}
+
+/// A command that moves itself into `cgroup`, then runs the arguments
+/// added to it (a process of the pod that cgroup belongs to).
+fn in_cgroup(cgroup: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+        .arg(cgroup);
+    command
 }
 
 /// Removes a cgroup directory and those below it, deepest first (a cgroup
