@@ -19,11 +19,13 @@ use crate::entitlement::Entitlements;
 use crate::firewall::{self, FirewallError, Guarded, Installed, Targets};
 use crate::identity::{CgroupIdentity, PodTreeMatch};
 use crate::imds::{
-    ConnectionLimits, DecisionLog, Listener, MetadataService, RateLimiter, Upstream, serve,
+    ConnectionLimits, ContainerEndpoint, DecisionLog, Listener, MetadataService, RateLimiter,
+    Upstream, serve,
 };
 use crate::pods::{PodStore, spawn_watchers};
 use crate::roles::{BaseArn, Resolver};
 use crate::telemetry::Metrics;
+use crate::token_review::{KubeTokenReviewer, TokenReviews};
 
 /// How long the agent waits on the real metadata service before giving up
 /// on a proxied request.
@@ -48,6 +50,8 @@ pub enum AppError {
         "invalid value for --host-interface: no interface named {name:?} on this node (present: {present}); a rule for it would intercept nothing and pods would reach the real metadata service"
     )]
     NoSuchInterface { name: String, present: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -80,16 +84,28 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let file_limit = raise_file_limit();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let upstream = Arc::new(Upstream::new(&config.metadata_addr, UPSTREAM_TIMEOUT));
-    let resolver = Arc::new(build_resolver(&config, &upstream).await?);
+    let resolver = Arc::new(
+        build_resolver(&config, &upstream)
+            .await?
+            .with_service_account_roles(config.service_account_roles),
+    );
     let client = kube_client(&config.kube).await?;
     let store = Arc::new(
         PodStore::new(config.annotations.clone(), resolver.restrictions())
+            .with_service_accounts(config.service_account_roles)
             .with_max_staleness(config.max_index_staleness),
     );
     let cgroups = probe_cgroups(&config);
     let entitlements = Arc::new(
-        Entitlements::new(store.clone(), resolver).with_host_network_pods(cgroups.is_some()),
+        Entitlements::new(store.clone(), resolver)
+            .with_host_network_pods(cgroups.is_some())
+            .with_session_tags(config.session_tags.clone()),
     );
+    let container = config.container.as_ref().map(|settings| {
+        let reviewer = Arc::new(KubeTokenReviewer::new(client.clone()));
+        let reviews = Arc::new(TokenReviews::new(reviewer, settings.audience.clone()));
+        ContainerEndpoint::new(&settings.listen, reviews, config.node.clone())
+    });
     let sts = AwsSts::from_environment(upstream.base_url()).await;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
@@ -151,6 +167,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             settings.max_connections_per_source,
             connection_cap(settings.max_connections, file_limit),
         ),
+        container,
         settings,
     });
     let flusher = {
@@ -184,6 +201,18 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             stopped(stop_rx.clone()),
         ));
     }
+    if let Some(settings) = &config.container {
+        if config.iptables {
+            put_container_addresses(&settings.listen).await;
+        }
+        for addr in settings.listen.clone() {
+            servers.spawn(serve_container(
+                addr,
+                service.clone(),
+                stopped(stop_rx.clone()),
+            ));
+        }
+    }
     tokio::select! {
         () = shutdown_signal() => {}
         _ = servers.join_next() => warn!("a listener stopped; shutting down"),
@@ -199,8 +228,81 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         guard.stop().await;
         leave_rules(&config).await?;
     }
+    if config.iptables && config.remove_rules_on_exit && config.container.is_some() {
+        match firewall::link::remove().await {
+            Ok(removed) => info!(
+                link = firewall::link::LINK,
+                removed, "container credentials link removed (--remove-rules-on-exit)"
+            ),
+            Err(error) => warn!(%error, "cannot remove the container credentials link"),
+        }
+    }
     info!("iamlet stopped");
     Ok(())
+}
+
+/// With `--iptables` the agent owns the node's plumbing for pods: the
+/// endpoint's addresses go on a link of its own (loopback ones need none).
+/// A failure costs the endpoint, not the metadata service: warned, and the
+/// listener keeps trying to bind.
+async fn put_container_addresses(listen: &[SocketAddr]) {
+    let addresses: Vec<std::net::IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    if addresses.is_empty() {
+        return;
+    }
+    match firewall::link::ensure(&addresses).await {
+        Ok(()) => info!(
+            link = firewall::link::LINK,
+            ?addresses,
+            "container credentials addresses in place"
+        ),
+        Err(error) => warn!(link = firewall::link::LINK, %error,
+            "cannot put the container credentials addresses on their link; the endpoint is not served until they exist"),
+    }
+}
+
+/// Serves the container credentials endpoint on `addr` once it can be
+/// bound: an address not (yet) on the node, or taken by another agent
+/// (the EKS Pod Identity agent binds the same ones), is retried every few
+/// seconds, said once, and visible in `iamlet_container_credentials_listening`.
+async fn serve_container(
+    addr: SocketAddr,
+    service: Arc<MetadataService>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    const RETRY: Duration = Duration::from_secs(5);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut said: Option<std::io::ErrorKind> = None;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                if said != Some(error.kind()) {
+                    warn!(%addr, %error, retry_s = RETRY.as_secs(),
+                        "cannot listen for container credentials yet (with --iptables iamlet adds the address itself; is another agent bound to it?)");
+                    said = Some(error.kind());
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = &mut shutdown => return,
+        }
+    };
+    info!(%addr, path = crate::imds::CREDENTIALS_PATH, "serving container credentials");
+    service.metrics.container_listening.inc();
+    serve(
+        listener,
+        Listener::ContainerCredentials,
+        service.clone(),
+        shutdown,
+    )
+    .await;
+    service.metrics.container_listening.dec();
 }
 
 /// The IMDSv2 token issuer: with a key file, tokens issued by an earlier
@@ -364,8 +466,22 @@ async fn leave_rules(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// `iamlet cleanup`: removes iamlet's tables and nothing else.
+/// `iamlet cleanup`: removes iamlet's tables and its container
+/// credentials link, and nothing else.
 pub fn cleanup() -> Result<(), AppError> {
+    let link = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?
+        .block_on(firewall::link::remove());
+    match link {
+        Ok(true) => info!(
+            link = firewall::link::LINK,
+            "container credentials link removed"
+        ),
+        Ok(false) => {}
+        Err(error) => warn!(%error, "cannot remove the container credentials link"),
+    }
     let removed = firewall::remove()?;
     if removed.is_empty() {
         info!(

@@ -46,6 +46,9 @@ pub struct Cli {
     pub node: NodeArgs,
 
     #[command(flatten)]
+    pub pod_identity: PodIdentityArgs,
+
+    #[command(flatten)]
     pub logging: LogArgs,
 }
 
@@ -346,6 +349,71 @@ pub struct NodeArgs {
         default_value = "/sys/fs/cgroup"
     )]
     pub cgroup_root: String,
+}
+
+/// The token-based endpoint (EKS Pod Identity's contract), ServiceAccount
+/// roles and session tags.
+#[derive(Debug, Args)]
+pub struct PodIdentityArgs {
+    /// Serve container credentials (EKS Pod Identity's endpoint, GET /v1/credentials) to pods
+    /// that send a projected ServiceAccount token. With --iptables the agent puts the endpoint's
+    /// addresses on a link of its own.
+    #[arg(long, global = true, env = "IAMLET_CONTAINER_CREDENTIALS", default_value = "true", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub container_credentials: bool,
+
+    /// Where the container credentials endpoint listens: comma-separated IP:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_CONTAINER_CREDENTIALS_LISTEN",
+        default_value = "169.254.170.23:80,[fd00:ec2::23]:80"
+    )]
+    pub container_credentials_listen: String,
+
+    /// The audience a pod's token must carry (its projected token volume's `audience`).
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_CONTAINER_CREDENTIALS_AUDIENCE",
+        default_value = "pods.eks.amazonaws.com"
+    )]
+    pub container_credentials_audience: String,
+
+    /// A pod without a role annotation gets the role its ServiceAccount's annotation names
+    /// (before --default-role).
+    #[arg(long, global = true, env = "IAMLET_SERVICE_ACCOUNT_ROLES", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub service_account_roles: bool,
+
+    /// ServiceAccount annotation naming the role (name or full ARN).
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_SERVICE_ACCOUNT_ROLE_KEY",
+        default_value = "eks.amazonaws.com/role-arn"
+    )]
+    pub service_account_role_key: String,
+
+    /// Tag every role session as EKS Pod Identity does (cluster, namespace, service account,
+    /// pod name and UID; all transitive). The roles' trust policies must allow sts:TagSession.
+    #[arg(long, global = true, env = "IAMLET_SESSION_TAGS", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub session_tags: bool,
+
+    /// With --session-tags: the value of the `eks-cluster-name` tag (omitted when empty).
+    #[arg(long, global = true, env = "IAMLET_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
+
+    /// With --session-tags: the value of the `eks-cluster-arn` tag (omitted when empty).
+    #[arg(long, global = true, env = "IAMLET_CLUSTER_ARN", default_value = "")]
+    pub cluster_arn: String,
+
+    /// With --session-tags: also set SourceIdentity to `<namespace>.<serviceaccount>`
+    /// (trust policies must allow sts:SetSourceIdentity).
+    #[arg(long, global = true, env = "IAMLET_SESSION_SOURCE_IDENTITY", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub session_source_identity: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use thiserror::Error;
 
 use crate::cli::{Cli, Command, NO_EFFECT_FLAGS};
-use crate::credentials::CacheSettings;
+use crate::credentials::{CacheSettings, SessionTagging, is_tag_char};
 use crate::firewall::InterfaceMatch;
 use crate::imds::ServiceSettings;
 use crate::imds::routes::{DEFAULT_DENY, DenyList};
@@ -106,6 +106,21 @@ pub struct Config {
     pub imds_token_key_file: Option<std::path::PathBuf>,
     /// Values kube2iam accepted that iamlet had to change, with what it did.
     pub adjusted: Vec<Adjustment>,
+    /// The container credentials endpoint; `None` with
+    /// `--container-credentials=false`.
+    pub container: Option<ContainerSettings>,
+    /// `--service-account-roles`.
+    pub service_account_roles: bool,
+    /// `--session-tags` and what goes with it.
+    pub session_tags: Option<SessionTagging>,
+}
+
+/// The container credentials endpoint (EKS Pod Identity's contract).
+#[derive(Clone, Debug)]
+pub struct ContainerSettings {
+    pub listen: Vec<SocketAddr>,
+    /// The audience pods' tokens must carry.
+    pub audience: String,
 }
 
 /// What the command line asks for.
@@ -209,11 +224,18 @@ impl Config {
             ("iam-role-key", &cli.roles.iam_role_key),
             ("iam-external-id", &cli.roles.iam_external_id),
             ("namespace-key", &cli.roles.namespace_key),
+            (
+                "service-account-role-key",
+                &cli.pod_identity.service_account_role_key,
+            ),
         ] {
             if key.1.trim().is_empty() {
                 return Err(ConfigError::invalid(key.0, "must not be empty"));
             }
         }
+
+        let container = container_settings(&cli)?;
+        let session_tags = session_tagging(&cli)?;
 
         let no_effect = NO_EFFECT_FLAGS
             .iter()
@@ -238,6 +260,7 @@ impl Config {
                 role: cli.roles.iam_role_key,
                 external_id: cli.roles.iam_external_id,
                 namespace_policy: cli.roles.namespace_key,
+                service_account_role: cli.pod_identity.service_account_role_key.trim().to_string(),
             },
             roles,
             cache,
@@ -266,8 +289,94 @@ impl Config {
                 .filter(|p| !p.is_empty())
                 .map(std::path::PathBuf::from),
             adjusted,
+            container,
+            service_account_roles: cli.pod_identity.service_account_roles,
+            session_tags,
         })
     }
+}
+
+/// `--container-credentials-*`.
+fn container_settings(cli: &Cli) -> Result<Option<ContainerSettings>, ConfigError> {
+    let args = &cli.pod_identity;
+    if !args.container_credentials {
+        return Ok(None);
+    }
+    let audience = args.container_credentials_audience.trim();
+    if audience.is_empty() {
+        return Err(ConfigError::invalid(
+            "container-credentials-audience",
+            "must not be empty",
+        ));
+    }
+    let mut listen = Vec::new();
+    for part in args
+        .container_credentials_listen
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let addr: SocketAddr = part.parse().map_err(|_| {
+            ConfigError::invalid(
+                "container-credentials-listen",
+                format!("{part:?} is not IP:PORT (IPv6 as [ADDRESS]:PORT)"),
+            )
+        })?;
+        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(ConfigError::invalid(
+                "container-credentials-listen",
+                format!("{addr} is not an address and port to listen on"),
+            ));
+        }
+        if !listen.contains(&addr) {
+            listen.push(addr);
+        }
+    }
+    if listen.is_empty() {
+        return Err(ConfigError::invalid(
+            "container-credentials-listen",
+            "give at least one IP:PORT, or --container-credentials=false",
+        ));
+    }
+    Ok(Some(ContainerSettings {
+        listen,
+        audience: audience.to_string(),
+    }))
+}
+
+/// `--session-tags` with its cluster values, which STS must accept as tag
+/// values (checked here, so that no AssumeRole fails on them later).
+fn session_tagging(cli: &Cli) -> Result<Option<SessionTagging>, ConfigError> {
+    let args = &cli.pod_identity;
+    let value = |flag: &'static str, text: &str| -> Result<Option<String>, ConfigError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.chars().count() > 256 {
+            return Err(ConfigError::invalid(
+                flag,
+                "longer than STS's 256 characters for a tag value",
+            ));
+        }
+        if let Some(c) = text.chars().find(|c| !is_tag_char(*c)) {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("character {c:?} is not allowed in a session tag value"),
+            ));
+        }
+        Ok(Some(text.to_string()))
+    };
+    let cluster_name = value("cluster-name", &args.cluster_name)?;
+    let cluster_arn = value("cluster-arn", &args.cluster_arn)?;
+    if !args.session_tags {
+        return Ok(None);
+    }
+    Ok(Some(SessionTagging {
+        cluster_name,
+        cluster_arn,
+        source_identity: args.session_source_identity,
+    }))
 }
 
 /// `--host-ip`: one address, or two of different families (the downward

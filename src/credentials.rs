@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 pub use cache::{CacheSettings, CredentialCache};
-pub use session::session_name;
+pub use session::{SessionTagging, SessionTags, is_tag_char, session_name};
 pub use sts::{AssumeRole, AwsSts, StsError, StsErrorKind};
 pub use warmer::spawn_warmer;
 
@@ -107,20 +107,23 @@ impl Credentials {
 }
 
 /// What a cached credential is for. Two pods share credentials only if they
-/// share role, ExternalId and session name.
+/// share role, ExternalId, session name and session tags.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialKey {
     pub role: RoleArn,
     pub external_id: Option<String>,
     pub session_name: String,
+    /// With `--session-tags`: the tags and source identity of the session.
+    pub tags: Option<SessionTags>,
 }
 
 impl CredentialKey {
-    pub fn for_pod(target: &AssumeTarget, pod: &PodInfo) -> Self {
+    pub fn for_pod(target: &AssumeTarget, pod: &PodInfo, tagging: Option<&SessionTagging>) -> Self {
         CredentialKey {
             role: target.role.clone(),
             external_id: target.external_id.clone(),
             session_name: session_name(&pod.namespace, &pod.name),
+            tags: tagging.map(|tagging| tagging.for_pod(pod)),
         }
     }
 }

@@ -18,18 +18,29 @@ use std::time::Duration;
 
 pub use refusal::{MAX_LOGGED, PodError, Refusal, StsFailure, clip};
 
-use crate::credentials::CredentialKey;
+use crate::credentials::{CredentialKey, SessionTagging};
 use crate::identity::PodUid;
-use crate::pods::{LookupError, PodInfo, PodStore, PodView};
+use crate::pods::{LookupError, PodInfo, PodKey, PodStore, PodView};
 use crate::roles::{AssumeTarget, Resolver};
 
-/// Who asks: a pod's own address, or (for a connection from the node's
-/// own network namespace) the hostNetwork pod whose cgroup the calling
-/// socket belongs to.
+/// Who asks: a pod's own address, (for a connection from the node's own
+/// network namespace) the hostNetwork pod whose cgroup the calling socket
+/// belongs to, or the pod a ServiceAccount token was issued to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Caller {
     Address(IpAddr),
     HostNetworkPod(PodUid),
+    Token(TokenPod),
+}
+
+/// The pod a projected ServiceAccount token is bound to, as the API
+/// server's TokenReview named it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TokenPod {
+    pub pod: PodKey,
+    /// The pod object's `metadata.uid`.
+    pub uid: String,
+    pub service_account: String,
 }
 
 impl fmt::Display for Caller {
@@ -37,6 +48,7 @@ impl fmt::Display for Caller {
         match self {
             Caller::Address(ip) => write!(f, "{ip}"),
             Caller::HostNetworkPod(uid) => write!(f, "hostNetwork pod {uid}"),
+            Caller::Token(bound) => write!(f, "token of pod {}", bound.pod),
         }
     }
 }
@@ -72,6 +84,8 @@ pub struct Entitlements {
     /// Whether hostNetwork pods can be named (by their sockets' cgroups);
     /// without it they are never granted anything, nor prefetched for.
     host_network_pods: bool,
+    /// `--session-tags`: sessions carry the pod's tags (part of the key).
+    tagging: Option<SessionTagging>,
 }
 
 impl Entitlements {
@@ -80,7 +94,14 @@ impl Entitlements {
             store,
             resolver,
             host_network_pods: false,
+            tagging: None,
         }
+    }
+
+    /// Tags every session with the pod's facts (`--session-tags`).
+    pub fn with_session_tags(mut self, tagging: Option<SessionTagging>) -> Self {
+        self.tagging = tagging;
+        self
     }
 
     /// Serves hostNetwork pods named by the node's cgroups.
@@ -103,7 +124,8 @@ impl Entitlements {
     }
 
     /// [`Self::decide`] for any caller: a hostNetwork pod is looked up by
-    /// its UID, and then decided exactly as a pod found by its address.
+    /// its UID, a token's pod by its name and UID, and then each is decided
+    /// exactly as a pod found by its address.
     pub fn decide_caller(&self, caller: &Caller) -> Result<Grant, Refusal> {
         match caller {
             Caller::Address(ip) => self.decide(*ip),
@@ -117,14 +139,27 @@ impl Entitlements {
                     .map_err(Refusal::from)?;
                 self.grant(view)
             }
+            Caller::Token(bound) => {
+                let view = self.store.lookup_pod(&bound.pod).map_err(Refusal::from)?;
+                // A token names the pod object it was issued for: a pod of
+                // the same name created since is someone else.
+                if view.pod.uid != bound.uid || view.pod.service_account != bound.service_account {
+                    return Err(Refusal::Lookup(LookupError::PodReplaced {
+                        pod: bound.pod.clone(),
+                        token_uid: bound.uid.clone(),
+                    }));
+                }
+                self.grant(view)
+            }
         }
     }
 
     fn grant(&self, view: PodView) -> Result<Grant, Refusal> {
         let pod = view.pod;
-        match self.resolver.resolve(&pod, view.policy.as_deref()) {
+        let account = view.service_account.as_deref();
+        match self.resolver.resolve(&pod, view.policy.as_deref(), account) {
             Ok(Some(target)) => {
-                let key = CredentialKey::for_pod(&target, &pod);
+                let key = CredentialKey::for_pod(&target, &pod, self.tagging.as_ref());
                 Ok(Grant { pod, target, key })
             }
             Ok(None) => Err(Refusal::NoRole { pod: pod.key() }),

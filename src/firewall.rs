@@ -3,6 +3,7 @@
 
 mod guard;
 mod interfaces;
+pub mod link;
 mod rules;
 mod state;
 

@@ -16,3 +16,4 @@ pub mod imds;
 pub mod pods;
 pub mod roles;
 pub mod telemetry;
+pub mod token_review;

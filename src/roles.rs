@@ -9,7 +9,7 @@ use thiserror::Error;
 pub use arn::{BaseArn, RoleArn};
 pub use policy::{NamespacePolicy, PolicyFormat};
 
-use crate::pods::PodInfo;
+use crate::pods::{PodInfo, ServiceAccountInfo};
 
 /// Why a pod is refused a role. Every variant is a refusal: none of them
 /// falls back to another role.
@@ -27,6 +27,8 @@ pub enum RoleError {
     InvalidNamespacePolicy { namespace: String, why: String },
     #[error("namespace {namespace:?} is not known yet")]
     UnknownNamespace { namespace: String },
+    #[error("service account {namespace}/{name} is not known (not yet watched, or deleted)")]
+    UnknownServiceAccount { namespace: String, name: String },
 }
 
 impl RoleError {
@@ -39,6 +41,7 @@ impl RoleError {
             RoleError::NotAllowed { .. } => "namespace-restriction",
             RoleError::InvalidNamespacePolicy { .. } => "invalid-namespace-policy",
             RoleError::UnknownNamespace { .. } => "unknown-namespace",
+            RoleError::UnknownServiceAccount { .. } => "unknown-service-account",
         }
     }
 }
@@ -47,6 +50,8 @@ impl RoleError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoleSource {
     Annotation,
+    /// The annotation of the pod's ServiceAccount (`--service-account-roles`).
+    ServiceAccount,
     Default,
 }
 
@@ -54,6 +59,7 @@ impl RoleSource {
     pub fn label(self) -> &'static str {
         match self {
             RoleSource::Annotation => "annotation",
+            RoleSource::ServiceAccount => "service-account",
             RoleSource::Default => "default-role",
         }
     }
@@ -73,6 +79,9 @@ pub struct Resolver {
     base: Option<BaseArn>,
     default_role: Option<RoleArn>,
     restrictions: Option<PolicyFormat>,
+    /// `--service-account-roles`: a pod without a role annotation takes its
+    /// ServiceAccount's.
+    service_account_roles: bool,
 }
 
 impl Resolver {
@@ -88,28 +97,40 @@ impl Resolver {
             base,
             default_role,
             restrictions,
+            service_account_roles: false,
         })
+    }
+
+    /// Pods without a role annotation take their ServiceAccount's role.
+    pub fn with_service_account_roles(mut self, enabled: bool) -> Self {
+        self.service_account_roles = enabled;
+        self
+    }
+
+    pub fn service_account_roles(&self) -> bool {
+        self.service_account_roles
     }
 
     pub fn restrictions(&self) -> Option<PolicyFormat> {
         self.restrictions
     }
 
-    /// The role `pod` may use now, `None` when it has none. `policy` is the
-    /// pod's namespace's allow-list, `None` when the namespace is unknown;
-    /// it only matters with namespace restrictions on, and then it applies to
-    /// the default role too.
+    /// The role `pod` may use now, `None` when it has none: its own
+    /// annotation, else (with ServiceAccount roles on) its ServiceAccount's,
+    /// else the default role. `policy` is the pod's namespace's allow-list,
+    /// `None` when the namespace is unknown; it only matters with namespace
+    /// restrictions on, and then it applies to whichever role was chosen.
+    /// `account` is the pod's ServiceAccount, `None` when it is not known: a
+    /// pod that would take its role from it is then refused, never given
+    /// the default role in its place.
     pub fn resolve(
         &self,
         pod: &PodInfo,
         policy: Option<&NamespacePolicy>,
+        account: Option<&ServiceAccountInfo>,
     ) -> Result<Option<AssumeTarget>, RoleError> {
-        let annotated = pod.role.as_deref().map(str::trim).filter(|v| !v.is_empty());
-        let (role, source) = match annotated {
-            Some(value) => (
-                to_role_arn(value, self.base.as_ref())?,
-                RoleSource::Annotation,
-            ),
+        let (role, source) = match self.choose(pod, account)? {
+            Some((value, source)) => (to_role_arn(value, self.base.as_ref())?, source),
             None => match &self.default_role {
                 Some(role) => (role.clone(), RoleSource::Default),
                 None => return Ok(None),
@@ -128,6 +149,31 @@ impl Resolver {
             external_id,
             source,
         }))
+    }
+
+    /// The annotation that names the pod's role, and where it is; `None`
+    /// when the default role applies.
+    fn choose<'a>(
+        &self,
+        pod: &'a PodInfo,
+        account: Option<&'a ServiceAccountInfo>,
+    ) -> Result<Option<(&'a str, RoleSource)>, RoleError> {
+        let set = |value: Option<&'a String>| value.map(|v| v.trim()).filter(|v| !v.is_empty());
+        if let Some(value) = set(pod.role.as_ref()) {
+            return Ok(Some((value, RoleSource::Annotation)));
+        }
+        if !self.service_account_roles {
+            return Ok(None);
+        }
+        match account {
+            None => Err(RoleError::UnknownServiceAccount {
+                namespace: pod.namespace.clone(),
+                name: pod.service_account.clone(),
+            }),
+            Some(account) => {
+                Ok(set(account.role.as_ref()).map(|v| (v, RoleSource::ServiceAccount)))
+            }
+        }
     }
 
     fn check_namespace(

@@ -11,6 +11,7 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::Tag;
 use futures::future::BoxFuture;
 use thiserror::Error;
 
@@ -115,16 +116,27 @@ impl AwsSts {
 
     async fn call(&self, key: &CredentialKey, duration: Duration) -> Result<Credentials, StsError> {
         let seconds = i32::try_from(duration.as_secs()).unwrap_or(i32::MAX);
-        let output = self
+        let mut request = self
             .client
             .assume_role()
             .role_arn(key.role.as_str())
             .role_session_name(&key.session_name)
             .set_external_id(key.external_id.clone())
-            .duration_seconds(seconds)
-            .send()
-            .await
-            .map_err(classify)?;
+            .duration_seconds(seconds);
+        if let Some(session) = &key.tags {
+            for (tag, value) in &session.tags {
+                let tag = Tag::builder().key(tag).value(value).build().map_err(|e| {
+                    StsError::new(StsErrorKind::InvalidRequest, "InvalidTag", e.to_string())
+                })?;
+                request = request.tags(tag);
+            }
+            // Transitive: a session the pod chains from this one keeps them.
+            for (tag, _) in &session.tags {
+                request = request.transitive_tag_keys(tag);
+            }
+            request = request.set_source_identity(session.source_identity.clone());
+        }
+        let output = request.send().await.map_err(classify)?;
         let issued = SystemTime::now();
         let creds = output.credentials().ok_or_else(|| {
             StsError::new(

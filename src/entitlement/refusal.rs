@@ -61,6 +61,28 @@ pub enum Refusal {
     /// node metadata asked directly by a caller that is neither a pod of
     /// this node nor the node.
     NotForCaller,
+    /// A path the listener does not serve (the container credentials
+    /// endpoint serves `/v1/credentials` only).
+    UnknownPath,
+    /// Container credentials asked with a `Host` that is not one of the
+    /// endpoint's addresses (a rebinding DNS name, a relay).
+    WrongHost,
+    /// Container credentials asked without a ServiceAccount token.
+    MissingServiceAccountToken,
+    /// The API server did not vouch for the token (invalid, expired,
+    /// revoked, another audience, not bound to a pod).
+    TokenRejected(String),
+    /// The token could not be reviewed (the API server failed).
+    TokenReviewFailed(String),
+    /// The token is bound to a pod on another node.
+    TokenForOtherNode {
+        node: String,
+    },
+    /// The kernel names a different pod of this node as the caller than
+    /// the one the token is bound to: a token used by another pod.
+    TokenOfAnotherCaller {
+        pod: PodKey,
+    },
 }
 
 /// The most of a pod-chosen string (a path, a role name it asked for) that
@@ -103,6 +125,8 @@ impl Refusal {
             Refusal::Lookup(
                 LookupError::Unknown(_)
                 | LookupError::UnknownHostNetworkPod(_)
+                | LookupError::UnknownPod(_)
+                | LookupError::PodReplaced { .. }
                 | LookupError::Conflict { .. },
             ) => StatusCode::NOT_FOUND,
             Refusal::Unidentified(_) | Refusal::NotOnNode { .. } => StatusCode::NOT_FOUND,
@@ -128,8 +152,49 @@ impl Refusal {
             }
             Refusal::RateLimited | Refusal::ProxyRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Refusal::InvalidToken | Refusal::Imdsv2Required => StatusCode::UNAUTHORIZED,
-            Refusal::NotForCaller => StatusCode::NOT_FOUND,
+            Refusal::NotForCaller | Refusal::UnknownPath => StatusCode::NOT_FOUND,
+            Refusal::WrongHost | Refusal::MissingServiceAccountToken => StatusCode::BAD_REQUEST,
+            Refusal::TokenRejected(_) => StatusCode::UNAUTHORIZED,
+            Refusal::TokenForOtherNode { .. } | Refusal::TokenOfAnotherCaller { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Refusal::TokenReviewFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The status and `{"code","message"}` the container credentials
+    /// endpoint answers with. Its clients (the SDKs' container providers)
+    /// retry 5xx and give up on 4xx, so only what may pass on its own is a
+    /// 500; a pod learns why it was refused, never anything of the node.
+    pub fn container_error(&self) -> (StatusCode, &'static str, String) {
+        if let Some(error) = self.pod_error() {
+            let status = match self.status() {
+                StatusCode::FORBIDDEN => StatusCode::FORBIDDEN,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return (status, error.code, error.message);
+        }
+        let (status, code) = match self {
+            Refusal::Lookup(LookupError::NotReady | LookupError::Stale { .. })
+            | Refusal::TokenReviewFailed(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "ServiceUnavailable")
+            }
+            Refusal::RateLimited | Refusal::ProxyRateLimited => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
+            }
+            Refusal::WrongHost => (StatusCode::BAD_REQUEST, "InvalidHost"),
+            Refusal::MissingServiceAccountToken => (StatusCode::BAD_REQUEST, "MissingToken"),
+            Refusal::MalformedPath => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            Refusal::TokenRejected(_) => (StatusCode::UNAUTHORIZED, "InvalidToken"),
+            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            Refusal::UnknownPath | Refusal::NotForCaller => (StatusCode::NOT_FOUND, "NotFound"),
+            Refusal::NoRole { .. } => (StatusCode::FORBIDDEN, "NoRole"),
+            Refusal::Role { .. } | Refusal::NotThePodsRole { .. } => {
+                (StatusCode::FORBIDDEN, "RoleNotAllowed")
+            }
+            _ => (StatusCode::FORBIDDEN, "AccessDenied"),
+        };
+        (status, code, self.to_string())
     }
 
     /// A short, stable label for metrics and the log's `reason` field.
@@ -158,6 +223,13 @@ impl Refusal {
             Refusal::VersionedToken => "versioned-token",
             Refusal::InvalidTokenTtl => "invalid-token-ttl",
             Refusal::NotForCaller => "not-for-caller",
+            Refusal::UnknownPath => "unknown-path",
+            Refusal::WrongHost => "wrong-host",
+            Refusal::MissingServiceAccountToken => "missing-token",
+            Refusal::TokenRejected(_) => "token-rejected",
+            Refusal::TokenReviewFailed(_) => "token-review-failed",
+            Refusal::TokenForOtherNode { .. } => "token-for-other-node",
+            Refusal::TokenOfAnotherCaller { .. } => "token-of-another-caller",
         }
     }
 
@@ -167,7 +239,8 @@ impl Refusal {
             Refusal::NoRole { pod }
             | Refusal::NotOnNode { pod }
             | Refusal::Role { pod, .. }
-            | Refusal::NotThePodsRole { pod, .. } => Some(pod),
+            | Refusal::NotThePodsRole { pod, .. }
+            | Refusal::TokenOfAnotherCaller { pod } => Some(pod),
             Refusal::Sts(failure) => Some(&failure.pod),
             Refusal::Lookup(_)
             | Refusal::Unidentified(_)
@@ -181,7 +254,13 @@ impl Refusal {
             | Refusal::ForwardedTokenRequest
             | Refusal::VersionedToken
             | Refusal::InvalidTokenTtl
-            | Refusal::NotForCaller => None,
+            | Refusal::NotForCaller
+            | Refusal::UnknownPath
+            | Refusal::WrongHost
+            | Refusal::MissingServiceAccountToken
+            | Refusal::TokenRejected(_)
+            | Refusal::TokenReviewFailed(_)
+            | Refusal::TokenForOtherNode { .. } => None,
         }
     }
 
@@ -194,9 +273,15 @@ impl Refusal {
                 LookupError::NotReady
                     | LookupError::Unknown(_)
                     | LookupError::UnknownHostNetworkPod(_)
+                    | LookupError::UnknownPod(_)
+                    | LookupError::PodReplaced { .. }
                     | LookupError::Conflict { .. }
                     | LookupError::Stale { .. }
             ) | Refusal::NotOnNode { .. }
+                | Refusal::Role {
+                    error: RoleError::UnknownServiceAccount { .. },
+                    ..
+                }
         )
     }
 
@@ -218,6 +303,10 @@ impl Refusal {
                 | Refusal::Imdsv2Required
                 | Refusal::InvalidTokenTtl
                 | Refusal::NotForCaller
+                | Refusal::UnknownPath
+                | Refusal::WrongHost
+                | Refusal::MissingServiceAccountToken
+                | Refusal::TokenRejected(_)
         )
     }
 
@@ -283,6 +372,19 @@ impl fmt::Display for Refusal {
             Refusal::VersionedToken => f.write_str("token requested on a versioned path"),
             Refusal::InvalidTokenTtl => f.write_str("missing or invalid token TTL header"),
             Refusal::NotForCaller => f.write_str("route not offered to this caller"),
+            Refusal::UnknownPath => f.write_str("no such path: the endpoint serves GET /v1/credentials"),
+            Refusal::WrongHost => f.write_str("the Host header is not one of the endpoint's addresses"),
+            Refusal::MissingServiceAccountToken => f.write_str(
+                "no ServiceAccount token in the Authorization header (set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)",
+            ),
+            Refusal::TokenRejected(why) => write!(f, "the ServiceAccount token was not accepted: {}", clip(why)),
+            Refusal::TokenReviewFailed(why) => write!(f, "the token could not be reviewed: {why}"),
+            Refusal::TokenForOtherNode { node } => {
+                write!(f, "the token is bound to a pod on node {}", clip(node))
+            }
+            Refusal::TokenOfAnotherCaller { pod } => {
+                write!(f, "the token is bound to pod {pod}, but another pod sent it")
+            }
         }
     }
 }

@@ -316,3 +316,190 @@ fn a_static_pod_is_known_by_the_kubelets_uid_not_its_mirrors() {
         Err("unknown-pod-uid")
     );
 }
+
+fn with_service_account(mut pod: Pod, account: &str) -> Pod {
+    pod.spec.as_mut().unwrap().service_account_name = Some(account.into());
+    pod
+}
+
+fn account(
+    name: &str,
+    role: Option<&str>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    let annotations = role.map_or(json!({}), |r| json!({"eks.amazonaws.com/role-arn": r}));
+    serde_json::from_value(json!({"name": name, "namespace": "team", "annotations": annotations}))
+        .unwrap()
+}
+
+/// Entitlements with ServiceAccount roles on (and namespace restrictions
+/// when given), every watch listed.
+fn with_accounts(restrictions: Option<PolicyFormat>, default_role: Option<&str>) -> Entitlements {
+    let store = Arc::new(
+        PodStore::new(AnnotationKeys::default(), restrictions).with_service_accounts(true),
+    );
+    let base = BaseArn::parse("arn:aws:iam::123456789012:role/").unwrap();
+    let resolver = Arc::new(
+        Resolver::new(Some(base), default_role, restrictions)
+            .unwrap()
+            .with_service_account_roles(true),
+    );
+    store.begin_pod_relist();
+    store.finish_pod_relist();
+    assert!(
+        !store.is_ready(),
+        "not ready before the ServiceAccounts are listed"
+    );
+    store.begin_service_account_relist();
+    store.finish_service_account_relist();
+    if restrictions.is_some() {
+        store.begin_namespace_relist();
+        store.finish_namespace_relist();
+    }
+    assert!(store.is_ready());
+    Entitlements::new(store, resolver)
+}
+
+#[test]
+fn a_pod_takes_its_service_accounts_role_after_its_own_and_before_the_default() {
+    let e = with_accounts(None, Some("fallback"));
+    let store = e.store();
+    store.apply_service_account(&account(
+        "api",
+        Some("arn:aws:iam::123456789012:role/sa-role"),
+    ));
+    store.apply_service_account(&account("plain", None));
+    store.apply_pod(&with_service_account(pod("a", &["10.0.0.1"], None), "api"));
+    store.apply_pod(&with_service_account(
+        pod("b", &["10.0.0.2"], Some("own")),
+        "api",
+    ));
+    store.apply_pod(&with_service_account(
+        pod("c", &["10.0.0.3"], None),
+        "plain",
+    ));
+    store.apply_pod(&with_service_account(
+        pod("d", &["10.0.0.4"], None),
+        "missing",
+    ));
+    let a = e.decide(ip("10.0.0.1")).unwrap();
+    assert_eq!(a.target.role.name(), "sa-role");
+    assert_eq!(a.target.source, crate::roles::RoleSource::ServiceAccount);
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.2"))).unwrap(),
+        "arn:aws:iam::123456789012:role/own"
+    );
+    assert_eq!(
+        e.decide(ip("10.0.0.3")).unwrap().target.role.name(),
+        "fallback"
+    );
+    let unknown = e.decide(ip("10.0.0.4")).unwrap_err();
+    assert_eq!(unknown.label(), "unknown-service-account");
+    assert!(
+        unknown.may_lift(),
+        "a ServiceAccount the watch has not delivered yet may come"
+    );
+
+    // An edit of the ServiceAccount applies to the next decision.
+    store.apply_service_account(&account("api", Some("other")));
+    assert_eq!(
+        e.decide(ip("10.0.0.1")).unwrap().target.role.name(),
+        "other"
+    );
+    store.apply_service_account(&account("api", None));
+    assert_eq!(
+        e.decide(ip("10.0.0.1")).unwrap().target.role.name(),
+        "fallback"
+    );
+}
+
+#[test]
+fn a_service_accounts_role_obeys_the_namespace() {
+    let e = with_accounts(Some(PolicyFormat::Glob), Some("fallback"));
+    let store = e.store();
+    store.apply_namespace(&namespace(r#"["app-*"]"#));
+    store.apply_service_account(&account("api", Some("admin")));
+    store.apply_pod(&with_service_account(pod("a", &["10.0.0.1"], None), "api"));
+    assert_eq!(
+        role_of(e.decide(ip("10.0.0.1"))),
+        Err("namespace-restriction")
+    );
+    store.apply_service_account(&account("api", Some("app-reader")));
+    assert_eq!(
+        e.decide(ip("10.0.0.1")).unwrap().target.role.name(),
+        "app-reader"
+    );
+}
+
+fn token_caller(name: &str, uid: &str, account: &str) -> Caller {
+    Caller::Token(TokenPod {
+        pod: crate::pods::PodKey {
+            namespace: "team".into(),
+            name: name.into(),
+        },
+        uid: uid.into(),
+        service_account: account.into(),
+    })
+}
+
+#[test]
+fn a_token_is_its_pod_and_no_other() {
+    let e = entitlements(None, None);
+    e.store()
+        .apply_pod(&pod("app", &["10.0.0.11"], Some("reader")));
+    let grant = e
+        .decide_caller(&token_caller("app", "uid-app", "default"))
+        .unwrap();
+    assert_eq!(grant.target.role.name(), "reader");
+    assert_eq!(
+        grant.key,
+        e.decide(ip("10.0.0.11")).unwrap().key,
+        "one key for both endpoints"
+    );
+    let refused = |caller: Caller| e.decide_caller(&caller).unwrap_err().label();
+    assert_eq!(
+        refused(token_caller("app", "uid-old", "default")),
+        "pod-replaced"
+    );
+    assert_eq!(
+        refused(token_caller("app", "uid-app", "other")),
+        "pod-replaced"
+    );
+    assert_eq!(
+        refused(token_caller("elsewhere", "uid-x", "default")),
+        "unknown-pod"
+    );
+    let mut done = pod("app", &["10.0.0.11"], Some("reader"));
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    e.store().apply_pod(&done);
+    assert_eq!(
+        refused(token_caller("app", "uid-app", "default")),
+        "unknown-pod"
+    );
+}
+
+#[test]
+fn session_tags_name_the_pod_and_split_the_cache_key() {
+    let tagging = crate::credentials::SessionTagging {
+        cluster_name: Some("prod".into()),
+        ..Default::default()
+    };
+    let e = entitlements(None, None).with_session_tags(Some(tagging));
+    e.store().apply_pod(&with_service_account(
+        pod("a", &["10.0.0.1"], Some("r")),
+        "api",
+    ));
+    e.store().apply_pod(&with_service_account(
+        pod("b", &["10.0.0.2"], Some("r")),
+        "api",
+    ));
+    let a = e.decide(ip("10.0.0.1")).unwrap().key;
+    let b = e.decide(ip("10.0.0.2")).unwrap().key;
+    let tags = a.tags.clone().unwrap().tags;
+    assert!(
+        tags.contains(&("kubernetes-pod-name".into(), "a".into())),
+        "{tags:?}"
+    );
+    assert!(tags.contains(&("kubernetes-service-account".into(), "api".into())));
+    assert!(tags.contains(&("eks-cluster-name".into(), "prod".into())));
+    assert_ne!(a, b);
+}

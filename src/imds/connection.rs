@@ -67,9 +67,10 @@ impl Connection {
     /// named, nothing is served on the connection. Done once, before the
     /// first request (it may walk the pod tree: not on the runtime's threads).
     pub fn identified(mut self, cgroups: &CgroupIdentity) -> Self {
-        let Some(original) = self.original else {
-            return self;
-        };
+        // Through the DNAT, the socket is the caller's to the metadata
+        // address; sent straight here (the container credentials endpoint),
+        // to this listener's address.
+        let original = self.original.unwrap_or(self.local);
         let caller = match cgroups.pod_of_socket(self.peer, original) {
             Ok(uid) => Ok(Caller::HostNetworkPod(uid)),
             Err(why) => {
@@ -89,6 +90,13 @@ impl Connection {
     /// network of its own never has one). Any other caller is its address.
     pub fn may_be_host_network(&self, cgroups: &CgroupIdentity) -> bool {
         self.origin == Origin::Dnat && cgroups.is_node_address(canonical(self.peer.ip()))
+    }
+
+    /// [`Connection::may_be_host_network`] for the container credentials
+    /// endpoint, which pods reach without a DNAT: any caller from one of
+    /// the node's own addresses.
+    pub fn may_be_host_network_direct(&self, cgroups: &CgroupIdentity) -> bool {
+        cgroups.is_node_address(canonical(self.peer.ip()))
     }
 
     /// Whose budget a request spends: the caller as named, or (when it

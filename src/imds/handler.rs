@@ -30,6 +30,8 @@ pub enum Listener {
     Metadata,
     /// `--host-ip:--metrics-port`, when it differs: agent routes only.
     Metrics,
+    /// `--container-credentials-listen`: `GET /v1/credentials` only.
+    ContainerCredentials,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +70,8 @@ pub struct MetadataService {
     pub connections: Arc<ConnectionLimits>,
     /// The node's pod cgroups, when `--cgroup-root` can tell pods apart.
     pub cgroups: Option<Arc<CgroupIdentity>>,
+    /// The container credentials endpoint, when served.
+    pub container: Option<super::ContainerEndpoint>,
 }
 
 impl MetadataService {
@@ -81,7 +85,7 @@ impl MetadataService {
         let caller = canonical(connection.peer.ip());
         let (label, response) = match self.answer(&request, caller, connection, listener).await {
             Ok(answer) => answer,
-            Err((label, refusal)) => (label, self.refuse(caller, &request, &refusal)),
+            Err((label, refusal)) => (label, self.refuse(caller, &request, &refusal, listener)),
         };
         self.metrics
             .request(label, response.status().as_u16(), started.elapsed());
@@ -97,6 +101,14 @@ impl MetadataService {
     ) -> Result<(&'static str, Response<Body>), (&'static str, Refusal)> {
         if !self.request_limit.allow(connection.limit_key()) {
             return Err(("invalid", Refusal::RateLimited));
+        }
+        if listener == Listener::ContainerCredentials {
+            const LABEL: &str = "container-credentials";
+            return self
+                .container_credentials(request, connection)
+                .await
+                .map(|response| (LABEL, response))
+                .map_err(|refusal| (LABEL, refusal));
         }
         let path = request.uri().path();
         let route = route(
@@ -118,7 +130,7 @@ impl MetadataService {
             Route::Agent(agent) => self.agent_route(agent, caller, connection, listener).await,
             Route::Metadata(metadata) => match listener {
                 Listener::Metadata => self.metadata(metadata, request, caller, connection).await,
-                Listener::Metrics => Err(Refusal::NotForCaller),
+                Listener::Metrics | Listener::ContainerCredentials => Err(Refusal::NotForCaller),
             },
         };
         response
@@ -141,7 +153,7 @@ impl MetadataService {
                 Listener::Metadata if self.settings.metrics_on_app_port => {
                     Ok(self.metrics_page().await)
                 }
-                Listener::Metadata => Err(Refusal::NotForCaller),
+                Listener::Metadata | Listener::ContainerCredentials => Err(Refusal::NotForCaller),
             },
             AgentRoute::DebugStore if self.settings.debug && self.on_node(caller, connection) => {
                 Ok(self.debug_store().await)
@@ -254,11 +266,21 @@ impl MetadataService {
     }
 
     /// The answer for a refusal, logged and counted once here.
-    fn refuse<B>(&self, caller: IpAddr, request: &Request<B>, refusal: &Refusal) -> Response<Body> {
+    fn refuse<B>(
+        &self,
+        caller: IpAddr,
+        request: &Request<B>,
+        refusal: &Refusal,
+        listener: Listener,
+    ) -> Response<Body> {
         self.metrics.deny(refusal.label());
         self.decisions
             .refused(caller, request.uri().path(), refusal);
         let mut response = match refusal.pod_error() {
+            _ if listener == Listener::ContainerCredentials => {
+                let (status, code, message) = refusal.container_error();
+                responses::container_error(status, code, &message)
+            }
             Some(error) => responses::credential_error(
                 refusal.status(),
                 error.code,

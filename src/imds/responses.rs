@@ -176,3 +176,37 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], "text/html");
     }
 }
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerCredentialDocument<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    account_id: &'a str,
+    expiration: String,
+}
+
+/// The container credentials document (EKS Pod Identity's): the SDKs'
+/// container providers read these five keys, `Expiration` in RFC 3339.
+pub fn container_credentials(credentials: &Credentials, account_id: &str) -> Response<Body> {
+    let document = ContainerCredentialDocument {
+        access_key_id: &credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key.expose(),
+        token: credentials.session_token.expose(),
+        account_id,
+        expiration: imds_time(credentials.expiration),
+    };
+    json(StatusCode::OK, &document)
+}
+
+#[derive(Serialize)]
+struct ContainerError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The container credentials endpoint's error document.
+pub fn container_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(status, &ContainerError { code, message })
+}

@@ -91,7 +91,11 @@ pub async fn serve(
             // runtime's threads, and only for callers on the node's own
             // addresses.
             let connection = match service.cgroups.clone() {
-                Some(cgroups) if connection.may_be_host_network(&cgroups) => {
+                Some(cgroups)
+                    if connection.may_be_host_network(&cgroups)
+                        || (kind == Listener::ContainerCredentials
+                            && connection.may_be_host_network_direct(&cgroups)) =>
+                {
                     let pending = connection.clone();
                     tokio::task::spawn_blocking(move || pending.identified(&cgroups))
                         .await

@@ -28,6 +28,7 @@ pub const HEAL_AFTER: Duration = Duration::from_secs(2);
 pub enum WatchKind {
     Pods,
     Namespaces,
+    ServiceAccounts,
 }
 
 impl WatchKind {
@@ -35,6 +36,7 @@ impl WatchKind {
         match self {
             WatchKind::Pods => "pods",
             WatchKind::Namespaces => "namespaces",
+            WatchKind::ServiceAccounts => "serviceaccounts",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Plain data structures fed by watch events: pods by key and by IP, and
-//! namespace policies. No I/O, no locking: [`super::PodStore`] owns them.
+//! Plain data structures fed by watch events: pods by key and by IP,
+//! namespace policies and ServiceAccounts' roles. No I/O, no locking: [`super::PodStore`] owns them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -141,6 +141,11 @@ impl PodIndex {
         }
     }
 
+    /// The pod with this namespace and name, live or finished.
+    pub fn get(&self, key: &PodKey) -> Option<Arc<PodInfo>> {
+        self.pods.get(key).cloned()
+    }
+
     pub fn pods(&self) -> impl Iterator<Item = &Arc<PodInfo>> {
         self.pods.values()
     }
@@ -237,6 +242,64 @@ impl NamespaceIndex {
         self.policies
             .iter()
             .map(|(name, (_, policy))| (name, policy))
+    }
+}
+
+/// What a ServiceAccount says about roles: its role annotation (validated
+/// only when a pod's request resolves it, like a pod's own annotation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountInfo {
+    pub role: Option<String>,
+}
+
+/// ServiceAccounts by `namespace/name`, from a metadata-only watch.
+#[derive(Debug)]
+pub struct ServiceAccountIndex {
+    accounts: HashMap<PodKey, Arc<ServiceAccountInfo>>,
+    relist: Relist<PodKey>,
+}
+
+impl ServiceAccountIndex {
+    pub fn new() -> Self {
+        ServiceAccountIndex {
+            accounts: HashMap::new(),
+            relist: Relist::new(),
+        }
+    }
+
+    /// Records a ServiceAccount's role annotation; returns whether it changed.
+    pub fn apply(&mut self, key: PodKey, role: Option<String>) -> bool {
+        self.relist.saw(&key);
+        let info = ServiceAccountInfo { role };
+        if self.accounts.get(&key).is_some_and(|old| **old == info) {
+            return false;
+        }
+        self.accounts.insert(key, Arc::new(info));
+        true
+    }
+
+    pub fn delete(&mut self, key: &PodKey) -> bool {
+        self.accounts.remove(key).is_some()
+    }
+
+    pub fn begin_relist(&mut self) {
+        self.relist.begin();
+    }
+
+    pub fn finish_relist(&mut self) -> usize {
+        let gone = self.relist.finish(self.accounts.keys());
+        for key in &gone {
+            self.accounts.remove(key);
+        }
+        gone.len()
+    }
+
+    pub fn get(&self, key: &PodKey) -> Option<Arc<ServiceAccountInfo>> {
+        self.accounts.get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.accounts.len()
     }
 }
 

@@ -12,6 +12,9 @@ pub struct AnnotationKeys {
     pub role: String,
     pub external_id: String,
     pub namespace_policy: String,
+    /// `--service-account-role-key`: the ServiceAccount annotation naming a
+    /// role (IRSA's key by default).
+    pub service_account_role: String,
 }
 
 impl Default for AnnotationKeys {
@@ -20,6 +23,7 @@ impl Default for AnnotationKeys {
             role: "iam.amazonaws.com/role".into(),
             external_id: "iam.amazonaws.com/external-id".into(),
             namespace_policy: "iam.amazonaws.com/allowed-roles".into(),
+            service_account_role: "eks.amazonaws.com/role-arn".into(),
         }
     }
 }
@@ -51,6 +55,9 @@ pub struct PodInfo {
     pub ips: Vec<IpAddr>,
     pub phase: String,
     pub host_network: bool,
+    /// `spec.serviceAccountName` (`default` when unset, as the API server
+    /// fills it in).
+    pub service_account: String,
     /// The raw role annotation, validated only when a request resolves it.
     pub role: Option<String>,
     pub external_id: Option<String>,
@@ -92,6 +99,12 @@ impl PodInfo {
                 .as_ref()
                 .and_then(|s| s.host_network)
                 .unwrap_or(false),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "default".to_string()),
             role: annotation(&keys.role),
             external_id: annotation(&keys.external_id),
         })

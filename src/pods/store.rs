@@ -9,20 +9,25 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use thiserror::Error;
 use tokio::sync::watch;
 
 use super::health::{IndexHealth, WatchHealth, WatchKind};
-use super::index::{IpLookup, NamespaceIndex, PodIndex};
+use super::index::{IpLookup, NamespaceIndex, PodIndex, ServiceAccountIndex, ServiceAccountInfo};
 use super::info::{AnnotationKeys, PodInfo, PodKey};
 use crate::roles::{NamespacePolicy, PolicyFormat};
 
-/// A pod together with its namespace's policy, as one consistent read.
+/// A pod together with its namespace's policy and its ServiceAccount, as
+/// one consistent read.
 #[derive(Clone, Debug)]
 pub struct PodView {
     pub pod: Arc<PodInfo>,
     /// `None` when the namespace has not been seen (or restrictions are off).
     pub policy: Option<Arc<NamespacePolicy>>,
+    /// `None` when the ServiceAccount has not been seen (or ServiceAccount
+    /// roles are off).
+    pub service_account: Option<Arc<ServiceAccountInfo>>,
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -33,6 +38,12 @@ pub enum LookupError {
     Unknown(IpAddr),
     #[error("no hostNetwork pod on this node has UID {0}")]
     UnknownHostNetworkPod(String),
+    #[error("no pod {0} on this node")]
+    UnknownPod(PodKey),
+    #[error(
+        "pod {pod} on this node is not the pod the token was issued to (UID {token_uid}); it was deleted and its name reused"
+    )]
+    PodReplaced { pod: PodKey, token_uid: String },
     #[error("IP {ip} is claimed by several pods: {}", pods.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     Conflict { ip: IpAddr, pods: Vec<PodKey> },
     #[error("the {} watch has been broken for {:.1}s, longer than --max-index-staleness; waiting for a relist", .kind.label(), .broken_for.as_secs_f64())]
@@ -48,6 +59,8 @@ impl LookupError {
             LookupError::NotReady => "index-not-ready",
             LookupError::Unknown(_) => "unknown-ip",
             LookupError::UnknownHostNetworkPod(_) => "unknown-pod-uid",
+            LookupError::UnknownPod(_) => "unknown-pod",
+            LookupError::PodReplaced { .. } => "pod-replaced",
             LookupError::Conflict { .. } => "ip-conflict",
             LookupError::Stale { .. } => "index-stale",
         }
@@ -58,11 +71,14 @@ impl LookupError {
 struct State {
     pods: PodIndex,
     namespaces: NamespaceIndex,
+    service_accounts: ServiceAccountIndex,
     pods_synced: bool,
     namespaces_synced: bool,
+    service_accounts_synced: bool,
     ready: bool,
     pods_watch: WatchHealth,
     namespaces_watch: WatchHealth,
+    service_accounts_watch: WatchHealth,
 }
 
 impl State {
@@ -70,6 +86,7 @@ impl State {
         match kind {
             WatchKind::Pods => &mut self.pods_watch,
             WatchKind::Namespaces => &mut self.namespaces_watch,
+            WatchKind::ServiceAccounts => &mut self.service_accounts_watch,
         }
     }
 }
@@ -82,6 +99,9 @@ pub struct PodStore {
     /// `Some` when namespace restrictions are on: namespaces are watched and
     /// readiness waits for their initial list too.
     policy_format: Option<PolicyFormat>,
+    /// `--service-account-roles`: ServiceAccounts are watched and readiness
+    /// waits for their initial list too.
+    service_accounts: bool,
     /// `--max-index-staleness`; `None`: a broken watch never stops answers.
     max_staleness: Option<Duration>,
 }
@@ -92,15 +112,19 @@ impl PodStore {
             state: RwLock::new(State {
                 pods: PodIndex::new(),
                 namespaces: NamespaceIndex::new(),
+                service_accounts: ServiceAccountIndex::new(),
                 pods_synced: false,
                 namespaces_synced: false,
+                service_accounts_synced: false,
                 ready: false,
                 pods_watch: WatchHealth::default(),
                 namespaces_watch: WatchHealth::default(),
+                service_accounts_watch: WatchHealth::default(),
             }),
             generation: watch::channel(0).0,
             keys,
             policy_format,
+            service_accounts: false,
             max_staleness: None,
         }
     }
@@ -112,8 +136,19 @@ impl PodStore {
         self
     }
 
+    /// Watch ServiceAccounts for their role annotation
+    /// (`--service-account-roles`).
+    pub fn with_service_accounts(mut self, enabled: bool) -> Self {
+        self.service_accounts = enabled;
+        self
+    }
+
     pub fn watches_namespaces(&self) -> bool {
         self.policy_format.is_some()
+    }
+
+    pub fn watches_service_accounts(&self) -> bool {
+        self.service_accounts
     }
 
     /// True once the initial pod (and namespace) lists have been applied;
@@ -136,7 +171,7 @@ impl PodStore {
         let state = self.read();
         self.check_answerable(&state)?;
         match state.pods.lookup(ip) {
-            IpLookup::Found(pod) => Ok(Self::view(&state, pod)),
+            IpLookup::Found(pod) => Ok(self.view(&state, pod)),
             IpLookup::Unknown => Err(LookupError::Unknown(ip)),
             IpLookup::Conflict(pods) => Err(LookupError::Conflict { ip, pods }),
         }
@@ -147,8 +182,18 @@ impl PodStore {
         let state = self.read();
         self.check_answerable(&state)?;
         match state.pods.host_network_pod(uid) {
-            Some(pod) => Ok(Self::view(&state, pod)),
+            Some(pod) => Ok(self.view(&state, pod)),
             None => Err(LookupError::UnknownHostNetworkPod(uid.to_string())),
+        }
+    }
+
+    /// The live pod `key` of this node now, without waiting.
+    pub fn lookup_pod(&self, key: &PodKey) -> Result<PodView, LookupError> {
+        let state = self.read();
+        self.check_answerable(&state)?;
+        match state.pods.get(key).filter(|pod| !pod.is_finished()) {
+            Some(pod) => Ok(self.view(&state, pod)),
+            None => Err(LookupError::UnknownPod(key.clone())),
         }
     }
 
@@ -210,6 +255,13 @@ impl PodStore {
         if self.watches_namespaces() {
             watches.push(state.namespaces_watch.report(WatchKind::Namespaces, now));
         }
+        if self.service_accounts {
+            watches.push(
+                state
+                    .service_accounts_watch
+                    .report(WatchKind::ServiceAccounts, now),
+            );
+        }
         IndexHealth {
             ready: state.ready,
             stale: self.staleness(&state, now).is_some(),
@@ -253,7 +305,7 @@ impl PodStore {
         state
             .pods
             .pods()
-            .map(|pod| Self::view(&state, pod.clone()))
+            .map(|pod| self.view(&state, pod.clone()))
             .collect()
     }
 
@@ -331,14 +383,55 @@ impl PodStore {
         })
     }
 
+    /// Records a ServiceAccount's role annotation (from its metadata alone).
+    pub fn apply_service_account(&self, meta: &ObjectMeta) {
+        let Some(key) = account_key(meta).filter(|_| self.service_accounts) else {
+            return;
+        };
+        let role = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&self.keys.service_account_role))
+            .cloned();
+        let changed = self.write().service_accounts.apply(key, role);
+        self.bump_if(changed);
+    }
+
+    pub fn delete_service_account(&self, meta: &ObjectMeta) {
+        let Some(key) = account_key(meta) else {
+            return;
+        };
+        let changed = self.write().service_accounts.delete(&key);
+        self.bump_if(changed);
+    }
+
+    pub fn begin_service_account_relist(&self) {
+        self.write().service_accounts.begin_relist();
+    }
+
+    pub fn finish_service_account_relist(&self) -> usize {
+        self.finish_relist(|state| {
+            state.service_accounts_synced = true;
+            state.service_accounts_watch.relisted(Instant::now());
+            state.service_accounts.finish_relist()
+        })
+    }
+
+    pub fn service_account_count(&self) -> usize {
+        self.read().service_accounts.len()
+    }
+
     /// Completes one kind's relist, then updates readiness: ready once pods
-    /// (and, with restrictions, namespaces) have been listed; it stays so.
+    /// (and, with restrictions, namespaces; with ServiceAccount roles,
+    /// ServiceAccounts) have been listed; it stays so.
     fn finish_relist(&self, finish: impl FnOnce(&mut State) -> usize) -> usize {
         let removed = {
             let mut state = self.write();
             let removed = finish(&mut state);
             let needs_namespaces = self.policy_format.is_some();
-            state.ready |= state.pods_synced && (state.namespaces_synced || !needs_namespaces);
+            state.ready |= state.pods_synced
+                && (state.namespaces_synced || !needs_namespaces)
+                && (state.service_accounts_synced || !self.service_accounts);
             removed
         };
         self.bump_if(true);
@@ -352,16 +445,35 @@ impl PodStore {
                 .stale_for(now, self.max_staleness)
                 .map(|broken_for| LookupError::Stale { kind, broken_for })
         };
-        stale(WatchKind::Pods, &state.pods_watch).or_else(|| {
-            self.watches_namespaces()
-                .then(|| stale(WatchKind::Namespaces, &state.namespaces_watch))
-                .flatten()
-        })
+        stale(WatchKind::Pods, &state.pods_watch)
+            .or_else(|| {
+                self.watches_namespaces()
+                    .then(|| stale(WatchKind::Namespaces, &state.namespaces_watch))
+                    .flatten()
+            })
+            .or_else(|| {
+                self.service_accounts
+                    .then(|| stale(WatchKind::ServiceAccounts, &state.service_accounts_watch))
+                    .flatten()
+            })
     }
 
-    fn view(state: &State, pod: Arc<PodInfo>) -> PodView {
+    fn view(&self, state: &State, pod: Arc<PodInfo>) -> PodView {
         let policy = state.namespaces.get(&pod.namespace);
-        PodView { pod, policy }
+        let service_account = self
+            .service_accounts
+            .then(|| {
+                state.service_accounts.get(&PodKey {
+                    namespace: pod.namespace.clone(),
+                    name: pod.service_account.clone(),
+                })
+            })
+            .flatten();
+        PodView {
+            pod,
+            policy,
+            service_account,
+        }
     }
 
     fn bump_if(&self, changed: bool) {
@@ -380,4 +492,12 @@ impl PodStore {
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// `namespace/name` of a ServiceAccount, from its metadata.
+fn account_key(meta: &ObjectMeta) -> Option<PodKey> {
+    Some(PodKey {
+        namespace: meta.namespace.clone()?,
+        name: meta.name.clone()?,
+    })
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{ListParams, PartialObjectMeta, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -42,8 +42,9 @@ pub enum WatchError {
     Ended(&'static str),
 }
 
-/// Starts the pod watch (restricted to `node` when given) and, with
-/// namespace restrictions on, the namespace watch. The tasks run until the
+/// Starts the pod watch (restricted to `node` when given), with namespace
+/// restrictions on the namespace watch, and with ServiceAccount roles on a
+/// metadata-only ServiceAccount watch (annotations are all it needs). The tasks run until the
 /// runtime stops; failures are retried with backoff.
 pub fn spawn_watchers(
     client: Client,
@@ -62,13 +63,23 @@ pub fn spawn_watchers(
     let mut tasks = vec![tokio::spawn(pods.run(PodSink))];
     if store.watches_namespaces() {
         let namespaces = Loop {
-            api: Api::<Namespace>::all(client),
+            api: Api::<Namespace>::all(client.clone()),
             selector: None,
             kind: WatchKind::Namespaces,
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        tasks.push(tokio::spawn(namespaces.run(NamespaceSink)));
+    }
+    if store.watches_service_accounts() {
+        let accounts = Loop {
+            api: Api::<PartialObjectMeta<ServiceAccount>>::all(client),
+            selector: None,
+            kind: WatchKind::ServiceAccounts,
             store,
             metrics,
         };
-        tasks.push(tokio::spawn(namespaces.run(NamespaceSink)));
+        tasks.push(tokio::spawn(accounts.run(ServiceAccountSink)));
     }
     tasks
 }
@@ -83,6 +94,22 @@ trait Sink<K>: Send + 'static {
 
 struct PodSink;
 struct NamespaceSink;
+struct ServiceAccountSink;
+
+impl Sink<PartialObjectMeta<ServiceAccount>> for ServiceAccountSink {
+    fn apply(&self, store: &PodStore, account: &PartialObjectMeta<ServiceAccount>) {
+        store.apply_service_account(&account.metadata);
+    }
+    fn delete(&self, store: &PodStore, account: &PartialObjectMeta<ServiceAccount>) {
+        store.delete_service_account(&account.metadata);
+    }
+    fn begin(&self, store: &PodStore) {
+        store.begin_service_account_relist();
+    }
+    fn finish(&self, store: &PodStore) -> usize {
+        store.finish_service_account_relist()
+    }
+}
 
 impl Sink<Pod> for PodSink {
     fn apply(&self, store: &PodStore, pod: &Pod) {

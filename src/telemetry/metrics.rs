@@ -73,6 +73,7 @@ pub struct Metrics {
     pub rule_repairs: Counter,
     pub rules_managed: Gauge,
     pub cgroup_identity: Gauge,
+    pub container_listening: Gauge,
     pub host_interfaces_matched: Gauge,
     pub grants: Family<ResultLabels, Counter>,
     pub connections_refused: Family<ReasonLabels, Counter>,
@@ -109,6 +110,7 @@ impl Metrics {
             rule_repairs: Counter::default(),
             rules_managed: Gauge::default(),
             cgroup_identity: Gauge::default(),
+            container_listening: Gauge::default(),
             host_interfaces_matched: Gauge::default(),
             grants: Family::default(),
             connections_refused: Family::default(),
@@ -193,6 +195,11 @@ impl Metrics {
             "cgroup_identity",
             "1 when --cgroup-root lets the agent name pods by their cgroups (hostNetwork pods served, pods' addresses checked against the node), 0 when it works from addresses alone",
             metrics.cgroup_identity.clone(),
+        );
+        registry.register(
+            "container_credentials_listening",
+            "Addresses the container credentials endpoint (GET /v1/credentials) is listening on; below the number configured while an address is missing or taken",
+            metrics.container_listening.clone(),
         );
         registry.register(
             "rule_repairs",

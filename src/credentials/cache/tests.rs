@@ -78,6 +78,7 @@ fn key(session: &str) -> CredentialKey {
         role: RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
         external_id: None,
         session_name: session.into(),
+        tags: None,
     }
 }
 

@@ -7,6 +7,7 @@ fn info(name: &str, ip: &str, phase: &str) -> PodInfo {
         uid: format!("uid-{name}"),
         ips: vec![ip.parse().unwrap()],
         phase: phase.into(),
+        service_account: "default".into(),
         host_network: false,
         role: Some(format!("role-{name}")),
         external_id: None,
