@@ -228,8 +228,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         guard.stop().await;
         leave_rules(&config).await?;
     }
-    if config.iptables && config.remove_rules_on_exit && config.container.is_some() {
-        match firewall::link::remove().await {
+    if let Some(container) = config
+        .container
+        .as_ref()
+        .filter(|_| config.iptables && config.remove_rules_on_exit)
+    {
+        let addresses: Vec<std::net::IpAddr> =
+            container.listen.iter().map(SocketAddr::ip).collect();
+        match firewall::link::remove(&addresses).await {
             Ok(removed) => info!(
                 link = firewall::link::LINK,
                 removed, "container credentials link removed (--remove-rules-on-exit)"
@@ -255,8 +261,9 @@ async fn put_container_addresses(listen: &[SocketAddr]) {
         return;
     }
     match firewall::link::ensure(&addresses).await {
-        Ok(()) => info!(
+        Ok(placement) => info!(
             link = firewall::link::LINK,
+            ?placement,
             ?addresses,
             "container credentials addresses in place"
         ),
@@ -466,6 +473,15 @@ async fn leave_rules(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// What `iamlet cleanup` takes off `lo` where the kernel had no dummy link:
+/// the endpoint's default addresses.
+fn cleanup_addresses() -> Vec<std::net::IpAddr> {
+    vec![
+        std::net::IpAddr::from([169, 254, 170, 23]),
+        std::net::IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23]),
+    ]
+}
+
 /// `iamlet cleanup`: removes iamlet's tables and its container
 /// credentials link, and nothing else.
 pub fn cleanup() -> Result<(), AppError> {
@@ -473,7 +489,7 @@ pub fn cleanup() -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(AppError::Runtime)?
-        .block_on(firewall::link::remove());
+        .block_on(firewall::link::remove(&cleanup_addresses()));
     match link {
         Ok(true) => info!(
             link = firewall::link::LINK,

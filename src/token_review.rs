@@ -31,6 +31,10 @@ pub const REJECTED_FOR: Duration = Duration::from_secs(10);
 /// Reviews in flight at once: a pod sending new tokens in a loop waits here
 /// (and spends its request budget) instead of loading the API server.
 const MAX_IN_FLIGHT: usize = 8;
+/// A review that takes longer fails (a 500 the SDKs retry). kube's client
+/// retries a 503 from the API server with a backoff that grows to minutes;
+/// a pod's request must not wait that long.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CACHED: u64 = 20_000;
 
 const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
@@ -185,7 +189,17 @@ impl TokenReviews {
                     .acquire()
                     .await
                     .map_err(|_| ReviewError::Unavailable("shutting down".into()))?;
-                let status = self.reviewer.review(token, &self.audience).await?;
+                let status = tokio::time::timeout(
+                    REVIEW_TIMEOUT,
+                    self.reviewer.review(token, &self.audience),
+                )
+                .await
+                .map_err(|_| {
+                    ReviewError::Unavailable(format!(
+                        "the API server did not answer the token review within {}s",
+                        REVIEW_TIMEOUT.as_secs()
+                    ))
+                })??;
                 let outcome = interpret(&status, &self.audience);
                 let keep_for = match &outcome {
                     Ok(_) => accepted_for(token, SystemTime::now()),
