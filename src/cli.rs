@@ -56,7 +56,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent (what iamlet does without a subcommand).
     Run,
-    /// Remove iamlet's nftables rules from this node and exit (for uninstall hooks).
+    /// Remove iamlet's nftables rules and container credentials addresses from this node and exit
+    /// (for uninstall hooks).
     Cleanup,
 }
 

@@ -194,7 +194,7 @@ fn the_daemonset_asks_for_only_what_it_needs() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(
         security["capabilities"]["add"],
-        serde_json::json!(["NET_ADMIN"])
+        serde_json::json!(["NET_ADMIN", "NET_BIND_SERVICE"])
     );
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -226,7 +226,10 @@ fn the_daemonset_asks_for_only_what_it_needs() {
     let role = find(&objects, "ClusterRole");
     assert_eq!(
         role["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]}])
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods", "namespaces", "serviceaccounts"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        ])
     );
     let binding = find(&objects, "ClusterRoleBinding");
     assert_eq!(
@@ -347,4 +350,99 @@ fn kube2iams_own_daemonsets_start_iamlet_with_the_image_swapped() {
             assert_eq!(probe["path"], "/healthz", "{file}: iamlet serves it");
         }
     }
+}
+
+/// The workload component stands in for the EKS Pod Identity webhook:
+/// labelled workloads get the SDKs' two variables and the projected token
+/// for iamlet's audience; unlabelled ones are left alone.
+#[test]
+fn the_container_credentials_component_gives_labelled_workloads_what_the_sdks_read() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let objects = render(
+        "examples/container-credentials",
+        &root.join("examples/container-credentials"),
+    );
+    let deployment = find(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let first = &pod["containers"][0];
+    let env: Vec<(&str, &str)> = first["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        env[0],
+        ("AWS_REGION", "eu-west-1"),
+        "the workload's own env stays"
+    );
+    assert!(env.contains(&(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://169.254.170.23/v1/credentials"
+    )));
+    let token_file =
+        "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+    assert!(env.contains(&("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file)));
+    let mount = &first["volumeMounts"][0];
+    assert_eq!(mount["name"], "eks-pod-identity-token");
+    assert!(token_file.starts_with(mount["mountPath"].as_str().unwrap()));
+    let projected = &pod["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projected["audience"], "pods.eks.amazonaws.com");
+    assert_eq!(projected["path"], "eks-pod-identity-token");
+    assert!(
+        pod["containers"][1].get("env").is_none(),
+        "only the first container"
+    );
+
+    // A Job with the label is patched too; a Deployment without it is not.
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize takes components by relative path only.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let component = format!(
+        "{up}{}",
+        root.join("components/container-credentials")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [workloads.yaml]\ncomponents: [{}]\n",
+            component
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("workloads.yaml"),
+        r#"apiVersion: batch/v1
+kind: Job
+metadata: {name: report, labels: {iamlet.io/container-credentials: "true"}}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: report, image: report:1, env: [], volumeMounts: []}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: untouched}
+spec:
+  selector: {matchLabels: {app: untouched}}
+  template:
+    metadata: {labels: {app: untouched}}
+    spec:
+      containers: [{name: web, image: web:1}]
+"#,
+    )
+    .unwrap();
+    let objects = render("job and unlabelled deployment", dir.path());
+    let job = find(&objects, "Job");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"],
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+    );
+    let untouched = &find(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert!(untouched.get("volumes").is_none(), "{untouched}");
+    assert!(untouched["containers"][0].get("env").is_none());
 }

@@ -277,7 +277,7 @@ fn start_kube2iam_beside(node: &mut SimNode, rule: &[&str]) -> usize {
 
 /// kube2iam's DaemonSets (README and chart) run the container privileged
 /// with no runAsUser, so the image's default user; iamlet's own run uid 0
-/// with only NET_ADMIN and no privilege escalation. Both must work; a
+/// with only NET_ADMIN and NET_BIND_SERVICE and no privilege escalation. Both must work; a
 /// non-root user without capabilities must fail with a clear message.
 #[test]
 fn the_agent_runs_under_kube2iams_security_context_and_its_own() {
@@ -295,11 +295,11 @@ fn the_agent_runs_under_kube2iams_security_context_and_its_own() {
     assert_eq!(node.curl("app", &[LIST_URL]).1, "s3-reader");
     node.signal_agent("TERM");
 
-    // iamlet's manifest: uid 0, capabilities dropped but NET_ADMIN,
-    // allowPrivilegeEscalation=false (no_new_privs).
+    // iamlet's manifest: uid 0, capabilities dropped but NET_ADMIN and
+    // NET_BIND_SERVICE, allowPrivilegeEscalation=false (no_new_privs).
     let least = [
         "setpriv",
-        "--bounding-set=-all,+net_admin",
+        "--bounding-set=-all,+net_admin,+net_bind_service",
         "--inh-caps=-all",
         "--no-new-privs",
         "--",
@@ -313,7 +313,17 @@ fn the_agent_runs_under_kube2iams_security_context_and_its_own() {
         .unwrap()
         .trim()
         .to_string();
-    assert_eq!(effective, "0000000000001000", "only CAP_NET_ADMIN");
+    assert_eq!(
+        effective, "0000000000001400",
+        "only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE"
+    );
+    // Enough to put the container credentials addresses in place and
+    // listen on their port 80.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.metric("iamlet_container_credentials_listening") != Some(2.0) {
+        assert!(std::time::Instant::now() < deadline, "{}", node.agent_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // NET_ADMIN is enough to hear ruleset changes too.
     assert!(
         node.agent_log().contains("notifications=true"),

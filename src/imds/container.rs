@@ -57,7 +57,7 @@ impl ContainerEndpoint {
             return false;
         };
         let host = host.trim().to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| *allowed == host)
+        self.hosts.contains(&host)
     }
 }
 

@@ -40,10 +40,13 @@ pub async fn http_request(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "169.254.169.254");
+    let mut request = http::Request::builder().method(method).uri(path);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", "169.254.169.254");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

@@ -1,8 +1,10 @@
-//! The HTTP side: discovery, REST verbs on pods and namespaces, and watch
-//! streams (one JSON event per line over a chunked response).
+//! The HTTP side: discovery, REST verbs on pods, namespaces and service
+//! accounts, watch streams (one JSON event per line over a chunked
+//! response), TokenRequest and TokenReview.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -17,8 +19,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::Shared;
+use crate::media::Form;
+use crate::protobuf;
 use crate::store::{ApiError, FieldSelector, Kind, ObjectKey, StoredEvent};
+use crate::tokens::{self, Grant};
+use crate::{RecordedRequest, Shared};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -47,38 +52,61 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Bod
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query().unwrap_or(""));
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(format!("{} {}", parts.method, parts.uri));
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let accept = header(http::header::ACCEPT);
+    record(&shared, &parts.method, &parts.uri, accept.clone());
+    let content_type = header(http::header::CONTENT_TYPE).unwrap_or_default();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(&ApiError::new(400, "BadRequest", "unreadable body")),
     };
-    let wants_table = parts
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("as=Table"));
-    match route(&shared, &parts.method, &path, &query, &content_type, &body) {
-        Ok(Reply::Json(status, value)) if wants_table => {
-            json_response(status, &as_table(&value).unwrap_or(value))
+    route(&shared, &parts.method, &path, &query, &content_type, &body)
+        .and_then(|reply| respond(shared, reply, accept.as_deref()))
+        .unwrap_or_else(|api_error| error(&api_error))
+}
+
+fn record(shared: &Shared, method: &Method, uri: &http::Uri, accept: Option<String>) {
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(RecordedRequest {
+            method: method.to_string(),
+            path: uri.to_string(),
+            accept,
+        });
+}
+
+/// Stored objects go out in the form the `Accept` header asks for; other
+/// replies (discovery, reviews, tokens) as they are.
+fn respond(
+    shared: Arc<Shared>,
+    reply: Reply,
+    accept: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    match reply {
+        Reply::Resource(status, value) => {
+            let value = Form::negotiate(accept)?.render(value)?;
+            Ok(json_response(status, &value))
         }
-        Ok(Reply::Json(status, value)) => json_response(status, &value),
-        Ok(Reply::Watch(watch)) => watch_response(shared, watch),
-        Err(api_error) => error(&api_error),
+        Reply::Watch(mut watch) => {
+            watch.form = Form::negotiate(accept)?.for_watch()?;
+            Ok(watch_response(shared, watch))
+        }
+        Reply::Plain(status, value) => Ok(json_response(status, &value)),
     }
 }
 
 enum Reply {
-    Json(StatusCode, Value),
+    /// A stored object or a list of them, which content negotiation shapes.
+    Resource(StatusCode, Value),
+    Plain(StatusCode, Value),
     Watch(WatchRequest),
 }
 
@@ -89,6 +117,8 @@ struct WatchRequest {
     since: Option<u64>,
     bookmarks: bool,
     timeout: Duration,
+    /// Whole objects, or PartialObjectMetadata for a metadata watch.
+    form: Form,
 }
 
 fn route(
@@ -100,7 +130,13 @@ fn route(
     body: &Bytes,
 ) -> Result<Reply, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let ok = |value| Ok(Reply::Json(StatusCode::OK, value));
+    let on = |namespace| OnCollection {
+        namespace,
+        query,
+        content_type,
+        body,
+    };
+    let ok = |value| Ok(Reply::Plain(StatusCode::OK, value));
     match (method, segments.as_slice()) {
         (&Method::GET, ["version"]) => ok(
             json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-iamlet-fake", "platform": "linux/amd64"}),
@@ -108,8 +144,12 @@ fn route(
         (&Method::GET, ["api"]) => ok(
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         ),
-        (&Method::GET, ["apis"]) => {
-            ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
+        (&Method::GET, ["apis"]) => ok(
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authentication_group()]}),
+        ),
+        (&Method::GET, ["apis", "authentication.k8s.io"]) => ok(authentication_group()),
+        (&Method::GET, ["apis", "authentication.k8s.io", "v1"]) => {
+            ok(authentication_resource_list())
         }
         (&Method::GET, ["api", "v1"]) => ok(resource_list()),
         // Test control: forget the history and cut the watches (410 on resume).
@@ -118,10 +158,8 @@ fn route(
             shared.generation.send_modify(|g| *g += 1);
             ok(json!({"compacted": true}))
         }
-        (_, ["api", "v1", "pods"]) => collection(shared, method, Kind::Pod, None, query, body),
-        (_, ["api", "v1", "namespaces"]) => {
-            collection(shared, method, Kind::Namespace, None, query, body)
-        }
+        (_, ["api", "v1", "pods"]) => collection(shared, method, Kind::Pod, on(None)),
+        (_, ["api", "v1", "namespaces"]) => collection(shared, method, Kind::Namespace, on(None)),
         (_, ["api", "v1", "namespaces", name]) => object(
             shared,
             method,
@@ -132,13 +170,43 @@ fn route(
             body,
         ),
         (_, ["api", "v1", "namespaces", ns, "pods"]) => {
-            collection(shared, method, Kind::Pod, Some(ns), query, body)
+            collection(shared, method, Kind::Pod, on(Some(ns)))
         }
         (
             _,
             ["api", "v1", "namespaces", ns, "pods", name]
             | ["api", "v1", "namespaces", ns, "pods", name, "status"],
         ) => object(shared, method, Kind::Pod, ns, name, content_type, body),
+        (_, ["api", "v1", "serviceaccounts"]) => {
+            collection(shared, method, Kind::ServiceAccount, on(None))
+        }
+        (_, ["api", "v1", "namespaces", ns, "serviceaccounts"]) => {
+            collection(shared, method, Kind::ServiceAccount, on(Some(ns)))
+        }
+        (_, ["api", "v1", "namespaces", ns, "serviceaccounts", name]) => object(
+            shared,
+            method,
+            Kind::ServiceAccount,
+            ns,
+            name,
+            content_type,
+            body,
+        ),
+        (
+            &Method::POST,
+            [
+                "api",
+                "v1",
+                "namespaces",
+                ns,
+                "serviceaccounts",
+                name,
+                "token",
+            ],
+        ) => token_request(shared, ns, name, content_type, body),
+        (&Method::POST, ["apis", "authentication.k8s.io", "v1", "tokenreviews"]) => {
+            token_review(shared, content_type, body)
+        }
         _ => Err(ApiError::new(
             404,
             "NotFound",
@@ -147,18 +215,31 @@ fn route(
     }
 }
 
+/// A request on a collection: its namespace (`None` for all of them), the
+/// query, and the body (with its content type) of a create.
+struct OnCollection<'a> {
+    namespace: Option<&'a str>,
+    query: &'a HashMap<String, String>,
+    content_type: &'a str,
+    body: &'a Bytes,
+}
+
 fn collection(
     shared: &Shared,
     method: &Method,
     kind: Kind,
-    namespace: Option<&str>,
-    query: &HashMap<String, String>,
-    body: &Bytes,
+    request: OnCollection<'_>,
 ) -> Result<Reply, ApiError> {
+    let OnCollection {
+        namespace,
+        query,
+        content_type,
+        body,
+    } = request;
     match *method {
         Method::GET => {
             let selector =
-                FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+                FieldSelector::parse(kind, query.get("fieldSelector").map_or("", String::as_str))?;
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 let since = match query.get("resourceVersion").map(String::as_str) {
                     None | Some("") | Some("0") => None,
@@ -184,6 +265,7 @@ fn collection(
                         .get("allowWatchBookmarks")
                         .is_some_and(|b| b == "true"),
                     timeout: Duration::from_secs(timeout),
+                    form: Form::Full,
                 }));
             }
             let (items, version) = shared.state().list(kind, namespace, &selector);
@@ -203,7 +285,7 @@ fn collection(
                 metadata["continue"] = json!(end.to_string());
                 metadata["remainingItemCount"] = json!(items.len() - end);
             }
-            Ok(Reply::Json(
+            Ok(Reply::Resource(
                 StatusCode::OK,
                 json!({
                     "kind": format!("{}List", kind.name()), "apiVersion": "v1",
@@ -212,7 +294,7 @@ fn collection(
             ))
         }
         Method::POST => {
-            let object: Value = parse_body(body)?;
+            let object: Value = parse_object(content_type, body)?;
             let name = object["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
@@ -226,7 +308,7 @@ fn collection(
             }
             let key = ObjectKey::new(kind, namespace.unwrap_or("default"), &name);
             let created = shared.state().create(key, object)?;
-            Ok(Reply::Json(StatusCode::CREATED, created))
+            Ok(Reply::Resource(StatusCode::CREATED, created))
         }
         _ => Err(ApiError::new(
             405,
@@ -248,7 +330,9 @@ fn object(
     let key = ObjectKey::new(kind, namespace, name);
     let value = match *method {
         Method::GET => shared.state().get(&key)?,
-        Method::PUT => shared.state().update(key, parse_body(body)?)?,
+        Method::PUT => shared
+            .state()
+            .update(key, parse_object(content_type, body)?)?,
         Method::PATCH => {
             let merge_like = content_type.starts_with("application/merge-patch+json")
                 || content_type.starts_with("application/strategic-merge-patch+json");
@@ -270,7 +354,7 @@ fn object(
             ));
         }
     };
-    Ok(Reply::Json(StatusCode::OK, value))
+    Ok(Reply::Resource(StatusCode::OK, value))
 }
 
 /// Streams a watch: backlog from the history (or synthetic ADDED events for
@@ -290,7 +374,7 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
                         .list(watch.kind, watch.namespace.as_deref(), &watch.selector)
                         .0
                         .into_iter()
-                        .map(|object| line("ADDED", &object))
+                        .map(|object| line("ADDED", &watch.form.event_object(&object)))
                         .collect::<Vec<_>>(),
                 ),
                 Some(since) => state.events_since(since).map(|events| {
@@ -336,8 +420,9 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
                             return;
                         }
                     }
-                    line("BOOKMARK", &json!({"kind": watch.kind.name(), "apiVersion": "v1",
-                        "metadata": {"resourceVersion": version.to_string()}}))
+                    let bookmark = json!({"kind": watch.kind.name(), "apiVersion": "v1",
+                        "metadata": {"resourceVersion": version.to_string()}});
+                    line("BOOKMARK", &watch.form.event_object(&bookmark))
                 }
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = cut.changed() => return,
@@ -358,53 +443,6 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
     response
 }
 
-/// kubectl's `get` asks for a `meta.k8s.io/v1` Table: name, phase, IP,
-/// node and the role annotation for pods; name for namespaces.
-fn as_table(value: &Value) -> Option<Value> {
-    let kind = value["kind"].as_str()?;
-    let items: Vec<Value> = match kind {
-        "PodList" | "NamespaceList" => value["items"].as_array()?.clone(),
-        "Pod" | "Namespace" => vec![value.clone()],
-        _ => return None,
-    };
-    let pods = kind.starts_with("Pod");
-    let column = |name: &str| json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0});
-    let columns = if pods {
-        vec![
-            column("Name"),
-            column("Status"),
-            column("IP"),
-            column("Node"),
-            column("Role"),
-        ]
-    } else {
-        vec![column("Name"), column("Allowed roles")]
-    };
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let text = |pointer: &str| item.pointer(pointer).and_then(Value::as_str).unwrap_or("<none>").to_string();
-            let cells = if pods {
-                vec![
-                    text("/metadata/name"),
-                    text("/status/phase"),
-                    text("/status/podIP"),
-                    text("/spec/nodeName"),
-                    text("/metadata/annotations/iam.amazonaws.com~1role"),
-                ]
-            } else {
-                vec![text("/metadata/name"), text("/metadata/annotations/iam.amazonaws.com~1allowed-roles")]
-            };
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
-        })
-        .collect();
-    Some(json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": value["metadata"]["resourceVersion"]},
-        "columnDefinitions": columns, "rows": rows,
-    }))
-}
-
 fn event_line(watch: &WatchRequest, event: &StoredEvent) -> Option<Bytes> {
     let in_scope = event.kind == watch.kind
         && watch
@@ -412,7 +450,7 @@ fn event_line(watch: &WatchRequest, event: &StoredEvent) -> Option<Bytes> {
             .as_deref()
             .is_none_or(|ns| event.object["metadata"]["namespace"] == ns)
         && watch.selector.matches(&event.object);
-    in_scope.then(|| line(event.event_type, &event.object))
+    in_scope.then(|| line(event.event_type, &watch.form.event_object(&event.object)))
 }
 
 fn line(event_type: &str, object: &Value) -> Bytes {
@@ -440,8 +478,250 @@ fn resource_list() -> Value {
             resource("pods", "Pod", true, &["po"], &all),
             {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
             resource("namespaces", "Namespace", false, &["ns"], &all),
+            resource("serviceaccounts", "ServiceAccount", true, &["sa"], &all),
+            {"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+             "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]},
         ],
     })
+}
+
+fn authentication_group() -> Value {
+    let version = json!({"groupVersion": "authentication.k8s.io/v1", "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": "authentication.k8s.io",
+           "versions": [version], "preferredVersion": version})
+}
+
+fn authentication_resource_list() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authentication.k8s.io/v1",
+        "resources": [
+            {"name": "tokenreviews", "singularName": "tokenreview", "namespaced": false,
+             "kind": "TokenReview", "verbs": ["create"]},
+        ],
+    })
+}
+
+/// `POST .../serviceaccounts/NAME/token` (`kubectl create token`): a real
+/// server's checks in its order (name, service account, lifetime, bound
+/// object), then a signed token and when it expires.
+fn token_request(
+    shared: &Shared,
+    namespace: &str,
+    name: &str,
+    content_type: &str,
+    body: &Bytes,
+) -> Result<Reply, ApiError> {
+    let mut request = parse_object(content_type, body)?;
+    expect_kind(&request, "TokenRequest")?;
+    let named = request["metadata"]["name"].as_str().unwrap_or_default();
+    if !named.is_empty() && named != name {
+        return Err(invalid_token_request(
+            name,
+            &format!(
+                "metadata.name: Invalid value: {named:?}: must match the service account name if specified"
+            ),
+        ));
+    }
+    let state = shared.state();
+    state.get(&ObjectKey::new(Kind::ServiceAccount, namespace, name))?;
+    let audiences = string_list(&request["spec"]["audiences"], "spec.audiences")?;
+    let seconds = expiration_seconds(&request["spec"]["expirationSeconds"])?;
+    let bound = &request["spec"]["boundObjectRef"];
+    let pod = bound_pod_name(bound)?;
+    let grant = Grant {
+        namespace,
+        service_account: name,
+        pod,
+        pod_uid: bound["uid"].as_str(),
+        audiences,
+        ttl: Duration::from_secs(seconds.unsigned_abs()),
+    };
+    let issued = shared.signer.issue(&state, &grant)?;
+    request["kind"] = json!("TokenRequest");
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["metadata"] = json!({"name": name, "namespace": namespace,
+        "creationTimestamp": rfc3339(issued.issued_at)});
+    request["spec"]["audiences"] = json!(issued.audiences);
+    request["spec"]["expirationSeconds"] = json!(seconds);
+    request["status"] =
+        json!({"token": issued.token, "expirationTimestamp": rfc3339(issued.expires_at)});
+    Ok(Reply::Plain(StatusCode::CREATED, request))
+}
+
+/// `spec.expirationSeconds`: an hour if absent; a real server refuses less
+/// than ten minutes and more than 2^32 s as an invalid object (422).
+fn expiration_seconds(value: &Value) -> Result<i64, ApiError> {
+    if value.is_null() {
+        return Ok(tokens::DEFAULT_EXPIRATION_SECONDS);
+    }
+    let seconds = value.as_i64().ok_or_else(|| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("spec.expirationSeconds: not an integer: {value}"),
+        )
+    })?;
+    let complaint = if seconds < tokens::MIN_EXPIRATION_SECONDS {
+        "may not specify a duration less than 10 minutes"
+    } else if seconds > tokens::MAX_EXPIRATION_SECONDS {
+        "may not specify a duration larger than 2^32 seconds"
+    } else {
+        return Ok(seconds);
+    };
+    Err(invalid_token_request(
+        "",
+        &format!("spec.expirationSeconds: Invalid value: {seconds}: {complaint}"),
+    ))
+}
+
+/// The pod a token is to be bound to. Secrets and Nodes can be bound on a
+/// real server; there are none here, so they are not found.
+fn bound_pod_name(bound: &Value) -> Result<Option<&str>, ApiError> {
+    if bound.is_null() {
+        return Ok(None);
+    }
+    let kind = bound["kind"].as_str().unwrap_or_default();
+    let api_version = bound["apiVersion"].as_str().unwrap_or_default();
+    let name = bound["name"].as_str().unwrap_or_default();
+    match (api_version, kind) {
+        ("v1" | "", "Pod") => Ok(Some(name)),
+        ("v1" | "", "Secret" | "Node") => Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("{}s {name:?} not found", kind.to_lowercase()),
+        )),
+        _ => Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!("cannot bind token to object of type {api_version}, Kind={kind}"),
+        )),
+    }
+}
+
+fn invalid_token_request(name: &str, cause: &str) -> ApiError {
+    ApiError::new(
+        422,
+        "Invalid",
+        format!("TokenRequest.authentication.k8s.io {name:?} is invalid: {cause}"),
+    )
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`: the review echoed
+/// with its `status`, 201 whether the token is good or not. Tests can make
+/// it fail instead ([`crate::ApiServer::set_token_review_failure`]).
+fn token_review(shared: &Shared, content_type: &str, body: &Bytes) -> Result<Reply, ApiError> {
+    shared.token_reviews.fetch_add(1, Ordering::SeqCst);
+    let failure = *shared
+        .token_review_failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(code) = failure {
+        return Err(injected_failure(code));
+    }
+    let mut review = parse_object(content_type, body)?;
+    expect_kind(&review, "TokenReview")?;
+    let token = review["spec"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    let audiences = string_list(&review["spec"]["audiences"], "spec.audiences")?;
+    let status = shared.signer.review(&shared.state(), &token, &audiences);
+    review["kind"] = json!("TokenReview");
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = status;
+    Ok(Reply::Plain(StatusCode::CREATED, review))
+}
+
+fn injected_failure(code: u16) -> ApiError {
+    let reason = match code {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    };
+    ApiError::new(
+        code,
+        reason,
+        format!("injected TokenReview failure ({code})"),
+    )
+}
+
+/// A body of another kind is refused as a real server's decoder refuses it.
+fn expect_kind(object: &Value, kind: &str) -> Result<(), ApiError> {
+    if !object.is_object() {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!("the body is not a {kind} object"),
+        ));
+    }
+    let group_version = object["apiVersion"]
+        .as_str()
+        .unwrap_or("authentication.k8s.io/v1");
+    match object["kind"].as_str() {
+        Some(sent) if sent != kind => Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!("the body is a {sent}, not a {kind}"),
+        )),
+        _ if group_version != "authentication.k8s.io/v1" => Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!("{kind} is served as authentication.k8s.io/v1, not {group_version}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An optional list of strings (`spec.audiences`).
+fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    value
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "BadRequest",
+                format!("{field} must be a list of strings"),
+            )
+        })
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(tokens::unix_seconds(at))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A created or replaced object: JSON, or protobuf from kubectl's typed
+/// commands.
+fn parse_object(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
+    if content_type.starts_with(protobuf::MEDIA_TYPE) {
+        return protobuf::decode(body);
+    }
+    parse_body(body)
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {

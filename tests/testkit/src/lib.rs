@@ -1,18 +1,35 @@
 //! Test servers for iamlet: a small Kubernetes API server, and a fake
 //! upstream instance metadata service ([`imds`]).
 //!
-//! It speaks the real REST and watch protocol for pods and namespaces, well
-//! enough for kube-rs watchers and for `kubectl get/annotate/create/delete`:
-//! discovery, list with pagination and field selectors, chunked watch
-//! streams with bookmarks and in-stream 410 errors, create, update, merge
-//! patch and delete. Tests drive it through [`ApiServer`]'s methods too:
-//! adding pods, compacting history, stopping and restarting it.
+//! It speaks the real REST and watch protocol for pods, namespaces and
+//! service accounts, well enough for kube-rs watchers (metadata-only ones
+//! included) and for `kubectl get/annotate/create/delete`: discovery, list
+//! with pagination and field selectors, chunked watch streams with
+//! bookmarks and in-stream 410 errors, create, update, merge patch and
+//! delete, and the `Accept` forms a client may ask for (whole objects,
+//! kubectl's Tables, kube-rs's PartialObjectMetadata). Every namespace gets
+//! a `default` service account when it is created, as on a real cluster.
+//!
+//! It issues and checks service account tokens as a real API server does:
+//! TokenRequest (`kubectl create token`, pod-bound tokens with pod and node
+//! claims) and TokenReview (`authentication.k8s.io/v1`), with a real
+//! server's checks and error words (see [`TokenSpec`] and the `tokens`
+//! module for the two deliberate differences: no expiry leeway, no cache).
+//!
+//! Tests drive it through [`ApiServer`]'s methods too: adding pods and
+//! service accounts, minting tokens of any lifetime, making TokenReview
+//! fail, reading the requests it saw, compacting history, stopping and
+//! restarting it.
 
 mod http_api;
 pub mod imds;
+mod media;
+mod protobuf;
 mod store;
+mod tokens;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -23,13 +40,31 @@ use tokio::task::JoinHandle;
 
 use store::State;
 pub use store::{ApiError, Kind, ObjectKey};
+pub use tokens::{DEFAULT_AUDIENCE, TokenSpec};
 
 pub(crate) struct Shared {
     state: Mutex<State>,
     bookmark_interval: Duration,
     /// Bumped to cut every open connection (a simulated API server crash).
     generation: watch::Sender<u64>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    /// Signs and checks this server's service account tokens.
+    signer: tokens::Signer,
+    /// TokenReview requests received, failed ones included.
+    token_reviews: AtomicUsize,
+    /// Set: TokenReview answers this HTTP status instead of reviewing.
+    token_review_failure: Mutex<Option<u16>>,
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query, as sent (`/api/v1/serviceaccounts?watch=true&...`).
+    pub path: String,
+    /// Decides the form of the answer: whole objects, a Table, or
+    /// PartialObjectMetadata.
+    pub accept: Option<String>,
 }
 
 impl Shared {
@@ -63,6 +98,9 @@ impl ApiServer {
             bookmark_interval,
             generation: watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
+            signer: tokens::Signer::random(),
+            token_reviews: AtomicUsize::new(0),
+            token_review_failure: Mutex::new(None),
         });
         let server = ApiServer {
             shared: shared.clone(),
@@ -112,6 +150,14 @@ impl ApiServer {
 
     /// Every request line seen so far (`GET /api/v1/pods?...`).
     pub fn requests(&self) -> Vec<String> {
+        self.request_log()
+            .into_iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    /// Every request seen so far, with its `Accept` header.
+    pub fn request_log(&self) -> Vec<RecordedRequest> {
         self.shared
             .requests
             .lock()
@@ -119,9 +165,49 @@ impl ApiServer {
             .clone()
     }
 
+    /// Creates (with its `default` service account) or re-annotates a
+    /// namespace.
     pub fn create_namespace(&self, name: &str, annotations: Value) -> Value {
         let object = json!({"metadata": {"name": name, "annotations": annotations}});
         self.upsert(Kind::Namespace, "", name, object)
+    }
+
+    /// Creates or replaces a service account (its uid is kept on replace,
+    /// so tokens issued for it stay valid).
+    pub fn create_service_account(&self, namespace: &str, name: &str, annotations: Value) -> Value {
+        let object = json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        });
+        self.upsert(Kind::ServiceAccount, namespace, name, object)
+    }
+
+    /// A token as TokenRequest would issue it, with the same checks (the
+    /// service account exists; a bound pod exists and runs as it), but any
+    /// lifetime: a real server refuses less than ten minutes.
+    pub fn mint_token(&self, spec: TokenSpec) -> Result<String, ApiError> {
+        let state = self.shared.state();
+        let issued = self.shared.signer.issue(&state, &(&spec).into())?;
+        Ok(issued.token)
+    }
+
+    /// How many TokenReview requests the server has received (answered,
+    /// refused as malformed, or failed on purpose).
+    pub fn token_reviews(&self) -> usize {
+        self.shared.token_reviews.load(Ordering::SeqCst)
+    }
+
+    /// `Some(503)`: TokenReview answers that status (a `Status` object)
+    /// instead of reviewing, until set back to `None`. Mind that kube 5's
+    /// default client retries 429, 503 and 504 up to 15 times, with a
+    /// backoff that grows to minutes; 500 fails at once.
+    pub fn set_token_review_failure(&self, status: Option<u16>) {
+        *self
+            .shared
+            .token_review_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     /// Creates or replaces a pod object as given (status included).
@@ -191,6 +277,8 @@ fn strip_version(mut object: Value) -> Value {
 }
 
 /// A running pod object: scheduled to `node`, phase Running, with `ip`.
+/// It names no service account, so it runs as its namespace's `default`
+/// (the one its tokens are for).
 pub fn pod(namespace: &str, name: &str, node: &str, ip: &str, annotations: Value) -> Value {
     json!({
         "apiVersion": "v1",
@@ -199,4 +287,18 @@ pub fn pod(namespace: &str, name: &str, node: &str, ip: &str, annotations: Value
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
     })
+}
+
+/// [`pod`] running as `service_account` (`spec.serviceAccountName`).
+pub fn pod_with_service_account(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    ip: &str,
+    service_account: &str,
+    annotations: Value,
+) -> Value {
+    let mut pod = pod(namespace, name, node, ip, annotations);
+    pod["spec"]["serviceAccountName"] = json!(service_account);
+    pod
 }

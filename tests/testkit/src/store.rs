@@ -1,5 +1,6 @@
-//! The object store: pods and namespaces as JSON, a global resourceVersion,
-//! an event history for watches to resume from, and compaction (410 Gone).
+//! The object store: pods, namespaces and service accounts as JSON, a global
+//! resourceVersion, an event history for watches to resume from, and
+//! compaction (410 Gone).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::broadcast;
 pub enum Kind {
     Pod,
     Namespace,
+    ServiceAccount,
 }
 
 impl Kind {
@@ -19,6 +21,7 @@ impl Kind {
         match self {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::ServiceAccount => "ServiceAccount",
         }
     }
 
@@ -26,11 +29,26 @@ impl Kind {
         match self {
             Kind::Pod => "pods",
             Kind::Namespace => "namespaces",
+            Kind::ServiceAccount => "serviceaccounts",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self == Kind::Pod
+        self != Kind::Namespace
+    }
+
+    /// The fields a real API server lets `fieldSelector` name for the kind.
+    fn selectable_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Pod => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "status.phase",
+            ],
+            Kind::Namespace => &["metadata.name", "status.phase"],
+            Kind::ServiceAccount => &["metadata.name", "metadata.namespace"],
+        }
     }
 }
 
@@ -142,7 +160,24 @@ impl State {
         meta.entry("uid").or_insert(json!(uid));
         meta.entry("creationTimestamp")
             .or_insert(json!(now_rfc3339()));
-        Ok(self.store(key, object, "ADDED"))
+        let namespace = (key.kind == Kind::Namespace).then(|| key.name.clone());
+        let created = self.store(key, object, "ADDED");
+        if let Some(namespace) = namespace {
+            self.ensure_default_service_account(&namespace);
+        }
+        Ok(created)
+    }
+
+    /// What a real cluster's service account controller does for every new
+    /// namespace, and again whenever that account is deleted: pods that name
+    /// no service account run as `default`, so it has to exist for their
+    /// tokens to be issued. A re-created one has a new uid, so tokens for the
+    /// old one stay invalid.
+    fn ensure_default_service_account(&mut self, namespace: &str) {
+        let key = ObjectKey::new(Kind::ServiceAccount, namespace, "default");
+        if !self.objects.contains_key(&key) {
+            let _ = self.create(key, json!({"metadata": {}}));
+        }
     }
 
     /// Replaces an object; a resourceVersion in the body must match.
@@ -185,6 +220,12 @@ impl State {
             json!(self.resource_version.to_string()),
         );
         self.record(key.kind, "DELETED", object.clone());
+        if key.kind == Kind::ServiceAccount && key.name == "default" {
+            let namespace = ObjectKey::new(Kind::Namespace, "", &key.namespace);
+            if self.objects.contains_key(&namespace) {
+                self.ensure_default_service_account(&key.namespace);
+            }
+        }
         Ok(object)
     }
 
@@ -324,7 +365,7 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
-    pub fn parse(text: &str) -> Result<Self, ApiError> {
+    pub fn parse(kind: Kind, text: &str) -> Result<Self, ApiError> {
         let mut terms = Vec::new();
         for term in text.split(',').filter(|t| !t.is_empty()) {
             let (field, value, equal) = if let Some((f, v)) = term.split_once("!=") {
@@ -340,13 +381,7 @@ impl FieldSelector {
                     format!("invalid field selector {term:?}"),
                 ));
             };
-            let supported = [
-                "metadata.name",
-                "metadata.namespace",
-                "spec.nodeName",
-                "status.phase",
-            ];
-            if !supported.contains(&field) {
+            if !kind.selectable_fields().contains(&field) {
                 return Err(ApiError::new(
                     400,
                     "BadRequest",

@@ -1,5 +1,7 @@
 //! `fake-apiserver --listen 127.0.0.1:PORT`: the test API server as a
-//! process, for the demo and for poking at with kubectl.
+//! process, for the demo and for poking at with kubectl (`get`, `annotate`,
+//! `create`, `delete` on pods, namespaces and service accounts; `create
+//! token`, whose tokens its TokenReview endpoint accepts).
 
 use std::time::Duration;
 
