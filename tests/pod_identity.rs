@@ -283,6 +283,12 @@ async fn what_is_not_a_valid_token_of_a_pod_here_is_refused() {
             403,
             "AccessDenied",
         ),
+        (
+            "a pod's token replayed from an address of no pod (a host beside the node)",
+            endpoint.credentials("127.0.0.49", &api_token).await,
+            403,
+            "AccessDenied",
+        ),
     ];
     for (what, reply, status, code) in cases {
         let (got_status, got_code, message) = refusal(&reply);
@@ -299,6 +305,7 @@ async fn what_is_not_a_valid_token_of_a_pod_here_is_refused() {
     let log = endpoint.agent.logs();
     assert!(log.contains("token-for-other-node"), "{log}");
     assert!(log.contains("token-of-another-caller"), "{log}");
+    assert!(log.contains("unknown-sender"), "{log}");
 
     // The owner itself still gets its role with the very same token.
     assert_eq!(

@@ -83,6 +83,11 @@ pub enum Refusal {
     TokenOfAnotherCaller {
         pod: PodKey,
     },
+    /// A token sent from an address that is neither the node's nor any
+    /// pod's of this node (a host next to the node replaying a token).
+    UnknownSender {
+        pod: PodKey,
+    },
 }
 
 /// The most of a pod-chosen string (a path, a role name it asked for) that
@@ -155,9 +160,9 @@ impl Refusal {
             Refusal::NotForCaller | Refusal::UnknownPath => StatusCode::NOT_FOUND,
             Refusal::WrongHost | Refusal::MissingServiceAccountToken => StatusCode::BAD_REQUEST,
             Refusal::TokenRejected(_) => StatusCode::UNAUTHORIZED,
-            Refusal::TokenForOtherNode { .. } | Refusal::TokenOfAnotherCaller { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Refusal::TokenForOtherNode { .. }
+            | Refusal::TokenOfAnotherCaller { .. }
+            | Refusal::UnknownSender { .. } => StatusCode::FORBIDDEN,
             Refusal::TokenReviewFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -230,6 +235,7 @@ impl Refusal {
             Refusal::TokenReviewFailed(_) => "token-review-failed",
             Refusal::TokenForOtherNode { .. } => "token-for-other-node",
             Refusal::TokenOfAnotherCaller { .. } => "token-of-another-caller",
+            Refusal::UnknownSender { .. } => "unknown-sender",
         }
     }
 
@@ -240,7 +246,8 @@ impl Refusal {
             | Refusal::NotOnNode { pod }
             | Refusal::Role { pod, .. }
             | Refusal::NotThePodsRole { pod, .. }
-            | Refusal::TokenOfAnotherCaller { pod } => Some(pod),
+            | Refusal::TokenOfAnotherCaller { pod }
+            | Refusal::UnknownSender { pod } => Some(pod),
             Refusal::Sts(failure) => Some(&failure.pod),
             Refusal::Lookup(_)
             | Refusal::Unidentified(_)
@@ -385,6 +392,10 @@ impl fmt::Display for Refusal {
             Refusal::TokenOfAnotherCaller { pod } => {
                 write!(f, "the token is bound to pod {pod}, but another pod sent it")
             }
+            Refusal::UnknownSender { pod } => write!(
+                f,
+                "the token is bound to pod {pod}, but it was sent from an address of no pod of this node"
+            ),
         }
     }
 }

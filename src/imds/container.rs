@@ -105,7 +105,7 @@ impl MetadataService {
             .entitlements
             .decide_waiting(&caller, self.settings.lookup_wait)
             .await?;
-        self.check_sender(&grant, connection)?;
+        self.check_sender(&grant, connection).await?;
         self.check_pod_is_here(&grant).await?;
         match self.cache.get(&grant.key).await {
             Ok(credentials) => {
@@ -125,28 +125,44 @@ impl MetadataService {
         }
     }
 
-    /// A token proves whose it is, and the kernel says who sent it: when
-    /// the kernel names a pod of this node (by its address, or a
-    /// hostNetwork pod by its socket's cgroup) and that is another pod, the
-    /// token was taken from its owner. A caller the kernel cannot name (a
-    /// process of the node) is judged by the token alone.
-    fn check_sender(&self, grant: &Grant, connection: &Connection) -> Result<(), Refusal> {
-        let sender = match connection.caller() {
-            Ok(Caller::Address(ip)) => match self.entitlements.store().lookup(*ip) {
-                Ok(view) => Some(view.pod.uid.clone()),
-                // Claimed by several pods: none of them is provably the
-                // token's owner.
-                Err(LookupError::Conflict { .. }) => Some(String::new()),
-                Err(_) => None,
-            },
-            Ok(Caller::HostNetworkPod(uid)) => Some(uid.to_string()),
-            Ok(Caller::Token(_)) | Err(_) => None,
+    /// A token proves whose it is, and the kernel says who sent it:
+    /// - a hostNetwork pod named by its socket's cgroup must be the token's
+    ///   pod;
+    /// - a caller with a pod address must be the pod with that address
+    ///   (waiting, as the metadata path does, for the watch to report a
+    ///   pod that has just started);
+    /// - a process of the node itself, which the kernel names as no pod, is
+    ///   judged by the token alone.
+    ///
+    /// So a token taken from its pod is worth nothing to another pod, nor
+    /// to a host next to the node.
+    async fn check_sender(&self, grant: &Grant, connection: &Connection) -> Result<(), Refusal> {
+        let another = || Refusal::TokenOfAnotherCaller {
+            pod: grant.pod.key(),
         };
-        match sender {
-            Some(uid) if uid != grant.pod.uid => Err(Refusal::TokenOfAnotherCaller {
+        let sender = match connection.caller() {
+            Ok(Caller::HostNetworkPod(uid)) if uid.as_str() == grant.pod.uid => return Ok(()),
+            Ok(Caller::HostNetworkPod(_)) => return Err(another()),
+            Ok(Caller::Address(ip)) => *ip,
+            // A caller on the node's own addresses that no pod's cgroup
+            // claims: the node's own process.
+            Ok(Caller::Token(_)) | Err(_) => return Ok(()),
+        };
+        let on_node = connection.from_node()
+            || self
+                .cgroups
+                .as_deref()
+                .is_some_and(|cgroups| cgroups.is_node_address(sender));
+        if on_node {
+            return Ok(());
+        }
+        let store = self.entitlements.store();
+        match store.wait_for(sender, self.settings.lookup_wait).await {
+            Ok(view) if view.pod.uid == grant.pod.uid => Ok(()),
+            Ok(_) | Err(LookupError::Conflict { .. }) => Err(another()),
+            Err(_) => Err(Refusal::UnknownSender {
                 pod: grant.pod.key(),
             }),
-            _ => Ok(()),
         }
     }
 
