@@ -110,6 +110,20 @@ grep -E "written again" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-16
 show "node" "curl -s http://10.77.0.1:8181/metrics | grep iamlet_rule"
 node curl -s http://10.77.0.1:8181/metrics | grep -E "^iamlet_rule"
 
+bold "6. A signed token instead of an address: the container credentials endpoint (EKS Pod Identity's)"
+run_kubectl annotate pod app iam.amazonaws.com/role=s3-reader
+show "node" "kubectl create token default --audience pods.eks.amazonaws.com --bound-object-kind Pod --bound-object-name app"
+kubectl create token default --audience pods.eks.amazonaws.com --bound-object-kind Pod \
+  --bound-object-name app --duration 1h >"$state/app.token"
+echo "   (the kubelet would project it into the pod; the SDK reads it again on every refresh)"
+show "pod/app" "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=... AWS_EC2_METADATA_DISABLED=true aws sts get-caller-identity"
+in_pod AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials \
+  AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$state/app.token" AWS_EC2_METADATA_DISABLED=true \
+  "$repo/.venv/bin/aws" sts get-caller-identity --query Arn --output text 2>&1 || true
+show "pod/app" "curl -H 'Host: attacker.example' -H \"Authorization: \$TOKEN\" http://169.254.170.23/v1/credentials"
+in_pod curl -s -m 3 -H 'Host: attacker.example' -H "Authorization: $(cat "$state/app.token")" \
+  http://169.254.170.23/v1/credentials; echo
+
 bold "iamlet's decision log"
 grep -E "credential decision|request refused" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-160
 echo "   (the grant is logged once: the later requests got the same credentials and are counted, not logged)"
