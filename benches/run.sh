@@ -389,4 +389,32 @@ report "agent: connections open at most (iamlet_connections_open, sampled every 
 report "agent: connections refused at accept, before: $(echo "${refused_before:-none}" | tr '\n' ' ')"
 report "agent: connections refused at accept, after:  $(echo "${refused_after:-none}" | tr '\n' ' ')"
 report "node's listen queue (/proc/net/netstat), before: ${drops_before:-?}; after: ${drops_after:-?}"
+# 10. The container credentials endpoint (EKS Pod Identity's contract):
+# the same pod, the same role and agent at default flags, a token from
+# `kubectl create token`; a reviewed token is served from the review cache,
+# so this is what a pod's request costs beside the metadata path's.
+load_section10=$(loadavg)
+start_agent 10-container http://10.77.0.1:5000
+for _ in $(seq 1 100); do
+  [ "$(metric iamlet_container_credentials_listening)" = 2 ] && break
+  sleep 0.05
+done
+token=$(in_node env HOME="$state" kubectl --server=$API create token default --audience pods.eks.amazonaws.com \
+  --bound-object-kind Pod --bound-object-name p0 --duration 1h)
+CONTAINER=http://169.254.170.23/v1/credentials
+container_run() {  # container_run CONNECTIONS SECONDS -> RESULT line
+  in_pod p0 taskset -c 0 wrk -t1 -c"$1" -d"$2"s -H "Authorization: $token" -s benches/latency.lua "$CONTAINER" | grep '^RESULT'
+}
+in_pod p0 curl -sf -H "Authorization: $token" "$CONTAINER" >/dev/null
+container_run 32 3 >/dev/null   # warm-up
+container_peak=$(container_run 32 10)
+imds_same_run=$(wrk_run 32 10 0 "$CREDS/bench-role")
+stop_agent
+report ""
+report "## 10. Container credentials endpoint (token, cached review) vs the metadata path, same agent, default flags (wrk -c32, 10 s)"
+report "load average at the start of this section: $load_section10; at its end: $(loadavg)"
+report "container endpoint: $container_peak"
+report "metadata path:      $imds_same_run"
+report "ratio (container rps / metadata rps): $(awk -v c="$(field "$container_peak" rps)" -v m="$(field "$imds_same_run" rps)" 'BEGIN {printf "%.2f", c / m}')"
+
 echo "results in $out; agent logs in $logs"

@@ -238,7 +238,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         match firewall::link::remove(&addresses).await {
             Ok(removed) => info!(
                 link = firewall::link::LINK,
-                removed, "container credentials link removed (--remove-rules-on-exit)"
+                removed, "container credentials addresses removed (--remove-rules-on-exit)"
             ),
             Err(error) => warn!(%error, "cannot remove the container credentials link"),
         }
@@ -493,7 +493,7 @@ pub fn cleanup() -> Result<(), AppError> {
     match link {
         Ok(true) => info!(
             link = firewall::link::LINK,
-            "container credentials link removed"
+            "container credentials addresses removed"
         ),
         Ok(false) => {}
         Err(error) => warn!(%error, "cannot remove the container credentials link"),
