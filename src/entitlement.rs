@@ -191,16 +191,31 @@ impl Entitlements {
     }
 
     /// The decision for every caller the index knows (each address, each
-    /// hostNetwork pod), for the warmer and `/debug/store`.
+    /// hostNetwork pod), for the warmer and `/debug/store`. Without cgroup
+    /// identity a hostNetwork pod can still be known by its token, and is
+    /// decided as such.
     pub fn decide_all(&self) -> Vec<(Caller, Result<Grant, Refusal>)> {
         let addresses = self.store.ips().into_iter().map(Caller::Address);
-        let host_pods = self
-            .store
-            .host_network_uids()
-            .into_iter()
-            .filter(|_| self.host_network_pods)
-            .filter_map(|uid| PodUid::parse(&uid))
-            .map(Caller::HostNetworkPod);
+        let host_pods: Vec<Caller> = if self.host_network_pods {
+            self.store
+                .host_network_uids()
+                .into_iter()
+                .filter_map(|uid| PodUid::parse(&uid))
+                .map(Caller::HostNetworkPod)
+                .collect()
+        } else {
+            self.store
+                .host_network_pods()
+                .into_iter()
+                .map(|pod| {
+                    Caller::Token(TokenPod {
+                        pod: pod.key(),
+                        uid: pod.uid.clone(),
+                        service_account: pod.service_account.clone(),
+                    })
+                })
+                .collect()
+        };
         addresses
             .chain(host_pods)
             .map(|caller| {

@@ -234,7 +234,14 @@ fn a_host_network_pod_is_found_by_its_uid_and_never_by_the_nodes_address() {
         Err("unknown-pod-uid"),
         "no hostNetwork pod is served where cgroups cannot name it"
     );
-    assert!(without_cgroups.decide_all().is_empty());
+    // Its token still names it: the warmer keeps what a token would get.
+    let all = without_cgroups.decide_all();
+    assert_eq!(all.len(), 1);
+    assert!(matches!(all[0].0, Caller::Token(_)), "{:?}", all[0].0);
+    assert_eq!(
+        role_of(all[0].1.clone()),
+        Ok("arn:aws:iam::123456789012:role/agent-role".to_string())
+    );
 
     let e = entitlements(None, None).with_host_network_pods(true);
     e.store()

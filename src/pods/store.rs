@@ -202,6 +202,16 @@ impl PodStore {
         self.read().pods.host_network_uids().cloned().collect()
     }
 
+    /// The live hostNetwork pods of this node.
+    pub fn host_network_pods(&self) -> Vec<Arc<PodInfo>> {
+        let state = self.read();
+        state
+            .pods
+            .host_network_uids()
+            .filter_map(|uid| state.pods.host_network_pod(uid))
+            .collect()
+    }
+
     /// The pod behind `ip`, waiting up to `wait` for the index to become
     /// ready, learn the IP, or settle a conflict. Woken by index changes, so
     /// a pod the watch reports while we wait is answered at once.
