@@ -12,13 +12,13 @@
 # Core budget: the server under test (iamlet or nginx) is pinned to CPU 1,
 # the load generator to CPU 0.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/as-root.sh"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 soak=${BENCH_SOAK:-120}
 out=${BENCH_OUT:-$target_dir/bench-results.txt}
 logs=${BENCH_LOGS:-$target_dir/bench-logs}
-[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
 
 scripts/setup-test-env.sh
 for tool in wrk nginx; do

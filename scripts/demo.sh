@@ -5,13 +5,10 @@
 # the bucket, `kubectl annotate` grants the role, removing it revokes it.
 # Everything it starts is removed at the end, also on failure or Ctrl-C.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/as-root.sh"
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: run as root (it creates network namespaces and nftables rules)" >&2
-  exit 1
-fi
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[36m%s $\033[0m %s\n' "$1" "$2"; }

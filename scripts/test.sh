@@ -2,6 +2,7 @@
 # The test command (README): sets up what it needs, then runs the gates
 # and every test, unit, integration and end-to-end, in one cargo profile.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/as-root.sh"
 cd "$(dirname "$0")/.."
 
 scripts/setup-test-env.sh
