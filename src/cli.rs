@@ -310,6 +310,26 @@ pub struct CredentialArgs {
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub use_regional_sts_endpoint: bool,
 
+    /// AssumeRole calls this node may have in flight at once (0: no limit). A pod's own
+    /// request goes ahead of prefetch and refresh work.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_STS_MAX_IN_FLIGHT",
+        default_value = "4"
+    )]
+    pub sts_max_in_flight: usize,
+
+    /// AssumeRole calls this node may start per second (0: no limit): STS rate-limits per
+    /// account, and every node of the fleet shares it.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_STS_CALLS_PER_SECOND",
+        default_value = "10"
+    )]
+    pub sts_calls_per_second: u32,
+
     /// Testing only: allow session and refresh durations below STS's 15-minute minimum
     /// (moto accepts them; real STS does not).
     #[arg(long, global = true, env = "IAMLET_ALLOW_SHORT_SESSIONS", default_value = "false", num_args = 0..=1,

@@ -12,7 +12,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use thiserror::Error;
 
 use crate::cli::{Cli, Command, NO_EFFECT_FLAGS};
-use crate::credentials::{CacheSettings, SessionTagging, is_tag_char};
+use crate::credentials::{CacheSettings, SessionTagging, StsLimits, is_tag_char};
 use crate::firewall::InterfaceMatch;
 use crate::imds::ServiceSettings;
 use crate::imds::routes::{DEFAULT_DENY, DenyList};
@@ -580,6 +580,10 @@ fn cache_settings(cli: &Cli) -> Result<(CacheSettings, Vec<Adjustment>), ConfigE
             refresh_before,
             min_remaining,
             error_ttl: args.iam_role_error_ttl,
+            sts_limits: StsLimits {
+                max_in_flight: args.sts_max_in_flight,
+                per_second: f64::from(args.sts_calls_per_second),
+            },
         },
         adjusted,
     ))

@@ -2,6 +2,7 @@
 //! fetches them before pods ask and refreshes them before they expire.
 
 mod cache;
+mod gate;
 mod session;
 mod sts;
 mod warmer;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 pub use cache::{CacheSettings, CredentialCache};
+pub use gate::{StsGate, StsLimits, Urgency};
 pub use session::{SessionTagging, SessionTags, is_tag_char, session_name};
 pub use sts::{AssumeRole, AwsSts, StsError, StsErrorKind};
 pub use warmer::spawn_warmer;

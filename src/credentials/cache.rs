@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
+use super::gate::{StsGate, StsLimits, Urgency};
 use super::sts::{AssumeRole, StsError, StsErrorKind};
 use super::{CredentialKey, Credentials};
 use crate::clock::Clock;
@@ -27,6 +28,8 @@ pub struct CacheSettings {
     pub min_remaining: Duration,
     /// How long an STS error is answered from memory; zero: not at all.
     pub error_ttl: Duration,
+    /// The node's budget of STS calls.
+    pub sts_limits: StsLimits,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,7 @@ pub struct CredentialCache {
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    gate: StsGate,
 }
 
 impl std::fmt::Debug for dyn AssumeRole {
@@ -100,6 +104,7 @@ impl CredentialCache {
             sts,
             entries,
             errors,
+            gate: StsGate::new(settings.sts_limits),
             settings,
             clock,
             metrics,
@@ -110,9 +115,24 @@ impl CredentialCache {
         &self.metrics
     }
 
-    /// Servable credentials for `key`: from the cache, or from one STS call
-    /// shared by every request that misses at the same time.
+    /// Servable credentials for `key`, for a pod's request: from the
+    /// cache, or from one STS call shared by every request that misses at
+    /// the same time, ahead of background work in the node's STS budget.
     pub async fn get(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
+        self.get_for(key, Urgency::Pod).await
+    }
+
+    /// [`Self::get`] for the warmer: no request waits on it, so its STS
+    /// call waits for pods' calls (unless a pod comes to want the key).
+    pub async fn prefetch(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
+        self.get_for(key, Urgency::Background).await
+    }
+
+    async fn get_for(
+        &self,
+        key: &CredentialKey,
+        urgency: Urgency,
+    ) -> Result<Arc<Credentials>, StsError> {
         if let Some(credentials) = self.peek(key).await {
             Metrics::count(&self.metrics.cache_lookups, "hit");
             return Ok(credentials);
@@ -129,9 +149,12 @@ impl CredentialCache {
         {
             self.entries.invalidate(key).await;
         }
+        // A pod that joins a prefetch already queued for its key makes it
+        // a pod's call.
+        let _wanted = (urgency == Urgency::Pod).then(|| self.gate.want(key));
         let result = self
             .entries
-            .try_get_with_by_ref(key, async { self.fetch(key).await.map(Arc::new) })
+            .try_get_with_by_ref(key, async { self.fetch(key, urgency).await.map(Arc::new) })
             .await
             .map_err(|shared: Arc<StsError>| (*shared).clone());
         match result {
@@ -159,7 +182,7 @@ impl CredentialCache {
     /// Fetches fresh credentials and replaces the cached ones. Requests keep
     /// getting the old entry until the new one is in.
     pub async fn refresh(&self, key: &CredentialKey) -> Result<Arc<Credentials>, StsError> {
-        match self.fetch(key).await {
+        match self.fetch(key, Urgency::Background).await {
             Ok(credentials) => {
                 let credentials = Arc::new(credentials);
                 self.entries.insert(key.clone(), credentials.clone()).await;
@@ -172,15 +195,27 @@ impl CredentialCache {
         }
     }
 
-    /// When the warmer should next look at `key`: the moment its credentials
-    /// enter the refresh window, `None` when they are missing.
+    /// When the warmer should next refresh `key`: at a point of its own in
+    /// the first half of the refresh window (so that credentials fetched
+    /// together, at a node's start, are not refreshed together), `None`
+    /// when they are missing.
     pub async fn refresh_due_in(&self, key: &CredentialKey) -> Option<Duration> {
         let credentials = self.peek(key).await?;
+        let window = self
+            .settings
+            .refresh_before
+            .saturating_sub(self.settings.min_remaining);
+        let spread = window.mul_f64(spread_point(key) / 2.0);
         Some(
             credentials
                 .remaining(self.clock.now())
-                .saturating_sub(self.settings.refresh_before),
+                .saturating_sub(self.settings.refresh_before.saturating_sub(spread)),
         )
+    }
+
+    /// STS calls waiting in the node's budget: (for pods, background).
+    pub fn sts_waiting(&self) -> (usize, usize) {
+        self.gate.waiting()
     }
 
     /// Drops every entry whose key `keep` rejects: credentials no pod is
@@ -211,7 +246,8 @@ impl CredentialCache {
         remaining >= self.settings.min_remaining && remaining > Duration::ZERO
     }
 
-    async fn fetch(&self, key: &CredentialKey) -> Result<Credentials, StsError> {
+    async fn fetch(&self, key: &CredentialKey, urgency: Urgency) -> Result<Credentials, StsError> {
+        let _permit = self.gate.enter(key, urgency).await;
         let started = Instant::now();
         let result = self
             .sts
@@ -241,6 +277,17 @@ impl CredentialCache {
     async fn remember_error(&self, key: &CredentialKey, error: &StsError) {
         self.errors.insert(key.clone(), error.clone()).await;
     }
+}
+
+/// Where in `[0, 1)` a key's refresh falls: fixed per key for the life of
+/// the process, spread evenly over keys.
+fn spread_point(key: &CredentialKey) -> f64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
+    key.hash(&mut hasher);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

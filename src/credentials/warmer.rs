@@ -137,7 +137,7 @@ impl Warmer {
             let result = if replace {
                 cache.refresh(&key).await.map(drop)
             } else {
-                cache.get(&key).await.map(drop)
+                cache.prefetch(&key).await.map(drop)
             };
             let metrics = cache.metrics();
             let family = if replace {

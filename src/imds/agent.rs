@@ -48,6 +48,13 @@ impl MetadataService {
         self.metrics
             .cached_credentials
             .set(self.cache.entry_count().await as i64);
+        let (pods, background) = self.cache.sts_waiting();
+        for (label, count) in [("pod", pods), ("background", background)] {
+            self.metrics
+                .sts_waiting
+                .get_or_create(&crate::telemetry::metrics::ForLabels { r#for: label })
+                .set(count as i64);
+        }
         responses::with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -42,6 +42,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForLabels {
+    /// `pod` (a request waits) or `background` (prefetch, refresh).
+    pub r#for: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -67,6 +73,7 @@ pub struct Metrics {
     pub denied: Family<ReasonLabels, Counter>,
     pub pods_indexed: Gauge,
     pub cached_credentials: Gauge,
+    pub sts_waiting: Family<ForLabels, Gauge>,
     pub watch_restarts: Family<KindLabels, Counter>,
     pub relists: Family<KindLabels, Counter>,
     pub rules_installed: Gauge,
@@ -104,6 +111,7 @@ impl Metrics {
             denied: Family::default(),
             pods_indexed: Gauge::default(),
             cached_credentials: Gauge::default(),
+            sts_waiting: Family::default(),
             watch_restarts: Family::default(),
             relists: Family::default(),
             rules_installed: Gauge::default(),
@@ -170,6 +178,11 @@ impl Metrics {
             "cached_credentials",
             "Credential sets in the cache",
             metrics.cached_credentials.clone(),
+        );
+        registry.register(
+            "sts_calls_waiting",
+            "AssumeRole calls waiting for the node's STS budget (--sts-max-in-flight, --sts-calls-per-second), for a pod's request or in the background",
+            metrics.sts_waiting.clone(),
         );
         registry.register(
             "watch_restarts",

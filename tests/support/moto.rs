@@ -45,6 +45,19 @@ pub struct Moto {
     /// Extra latency the proxy adds to every STS call.
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     fault: Arc<Mutex<StsFault>>,
+    rate: Arc<Mutex<RateLimit>>,
+}
+
+/// STS's per-account rate limit, as a stand-in: AssumeRole calls above
+/// `limit` in any second are answered `Throttling`.
+#[derive(Default)]
+struct RateLimit {
+    limit: Option<usize>,
+    /// Calls passed to moto in the last second.
+    window: std::collections::VecDeque<std::time::Instant>,
+    /// Every AssumeRole call's arrival.
+    arrivals: Vec<std::time::Instant>,
+    throttled: usize,
 }
 
 impl Moto {
@@ -74,7 +87,15 @@ impl Moto {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let fault = Arc::new(Mutex::new(StsFault::None));
-        let proxy = start_recorder(port, calls.clone(), delay_ms.clone(), fault.clone()).await;
+        let rate = Arc::new(Mutex::new(RateLimit::default()));
+        let proxy = start_recorder(
+            port,
+            calls.clone(),
+            delay_ms.clone(),
+            fault.clone(),
+            rate.clone(),
+        )
+        .await;
         Moto {
             child,
             direct_url,
@@ -82,6 +103,7 @@ impl Moto {
             calls,
             delay_ms,
             fault,
+            rate,
         }
     }
 
@@ -98,6 +120,21 @@ impl Moto {
 
     pub fn set_fault(&self, fault: StsFault) {
         *self.fault.lock().unwrap() = fault;
+    }
+
+    /// Throttles AssumeRole calls above `per_second` in any second.
+    pub fn throttle_above(&self, per_second: usize) {
+        self.rate.lock().unwrap().limit = Some(per_second);
+    }
+
+    /// When each AssumeRole call arrived, throttled ones included.
+    pub fn assume_role_arrivals(&self) -> Vec<std::time::Instant> {
+        self.rate.lock().unwrap().arrivals.clone()
+    }
+
+    /// AssumeRole calls answered `Throttling` by the rate limit.
+    pub fn throttled(&self) -> usize {
+        self.rate.lock().unwrap().throttled
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -122,6 +159,7 @@ struct Recorder {
     calls: Arc<Mutex<Vec<String>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     fault: Arc<Mutex<StsFault>>,
+    rate: Arc<Mutex<RateLimit>>,
 }
 
 async fn start_recorder(
@@ -129,6 +167,7 @@ async fn start_recorder(
     calls: Arc<Mutex<Vec<String>>>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     fault: Arc<Mutex<StsFault>>,
+    rate: Arc<Mutex<RateLimit>>,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -140,6 +179,7 @@ async fn start_recorder(
         calls,
         delay_ms,
         fault,
+        rate,
     });
     tokio::spawn(async move {
         loop {
@@ -179,6 +219,9 @@ impl Recorder {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        if assume_role && self.over_rate() {
+            return fault_response(StsFault::Throttle);
+        }
         let fault = *self.fault.lock().unwrap();
         let mut body = body;
         if assume_role && fault == StsFault::ShortLived {
@@ -215,6 +258,31 @@ impl Recorder {
             }
             Err(_) => status(hyper::StatusCode::BAD_GATEWAY, "moto unreachable"),
         }
+    }
+}
+
+impl Recorder {
+    /// Records an AssumeRole call's arrival; true when it is over the rate.
+    fn over_rate(&self) -> bool {
+        let mut rate = self.rate.lock().unwrap();
+        let now = std::time::Instant::now();
+        rate.arrivals.push(now);
+        let Some(limit) = rate.limit else {
+            return false;
+        };
+        while rate
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            rate.window.pop_front();
+        }
+        if rate.window.len() >= limit {
+            rate.throttled += 1;
+            return true;
+        }
+        rate.window.push_back(now);
+        false
     }
 }
 

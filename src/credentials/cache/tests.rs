@@ -54,6 +54,7 @@ fn settings(error_ttl: Duration) -> CacheSettings {
         refresh_before: Duration::from_secs(1800),
         min_remaining: Duration::from_secs(900),
         error_ttl,
+        sts_limits: super::StsLimits::UNLIMITED,
     }
 }
 
@@ -134,10 +135,29 @@ async fn refresh_replaces_while_the_old_entry_keeps_serving() {
         cache.get(&k).await.unwrap().access_key_id,
         new.access_key_id
     );
-    assert_eq!(
-        cache.refresh_due_in(&k).await,
-        Some(Duration::from_secs(1800))
+    // The next refresh falls in the first half of the window
+    // (refresh_before 30m, floor 15m): 30 to 37.5 minutes from now.
+    let due = cache.refresh_due_in(&k).await.unwrap();
+    assert!(due >= Duration::from_secs(1800), "{due:?}");
+    assert!(due <= Duration::from_secs(2250), "{due:?}");
+}
+
+#[tokio::test]
+async fn refreshes_of_credentials_fetched_together_are_spread() {
+    let (_, _, cache) = setup(Duration::ZERO, Duration::ZERO);
+    let mut due = Vec::new();
+    for n in 0..50 {
+        let k = key(&format!("s{n}"));
+        cache.get(&k).await.unwrap();
+        due.push(cache.refresh_due_in(&k).await.unwrap());
+    }
+    due.sort();
+    let spread = due[due.len() - 1] - due[0];
+    assert!(
+        spread >= Duration::from_secs(300),
+        "50 sessions fetched together refresh within {spread:?}"
     );
+    assert!(due[0] >= Duration::from_secs(1800) && due[49] <= Duration::from_secs(2250));
 }
 
 #[tokio::test]
@@ -192,6 +212,7 @@ fn short_lived(lifetime: Duration, min_remaining: Duration) -> (Arc<FakeSts>, Cr
         refresh_before: min_remaining * 2,
         min_remaining,
         error_ttl: Duration::ZERO,
+        sts_limits: super::StsLimits::UNLIMITED,
     };
     let metrics = Arc::new(crate::telemetry::Metrics::new("test", "test"));
     (
