@@ -282,12 +282,11 @@ impl CredentialCache {
 /// Where in `[0, 1)` a key's refresh falls: fixed per key for the life of
 /// the process, spread evenly over keys.
 fn spread_point(key: &CredentialKey) -> f64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
         std::sync::OnceLock::new();
-    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
-    key.hash(&mut hasher);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    let hash = SEED.get_or_init(Default::default).hash_one(key);
+    (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
