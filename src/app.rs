@@ -89,7 +89,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             .await?
             .with_service_account_roles(config.service_account_roles),
     );
-    let client = kube_client(&config.kube).await?;
+    let kube_config = kube_config(&config.kube).await?;
+    let client =
+        kube::Client::try_from(kube_config.clone()).map_err(|e| AppError::Kube(e.to_string()))?;
+    // Token reviews are answered within a pod's request: no retries of
+    // the client's own (see KubeTokenReviewer::new).
+    let mut review_config = kube_config;
+    review_config.default_retry = false;
+    let review_client =
+        kube::Client::try_from(review_config).map_err(|e| AppError::Kube(e.to_string()))?;
     let store = Arc::new(
         PodStore::new(config.annotations.clone(), resolver.restrictions())
             .with_service_accounts(config.service_account_roles)
@@ -102,7 +110,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             .with_session_tags(config.session_tags.clone()),
     );
     let container = config.container.as_ref().map(|settings| {
-        let reviewer = Arc::new(KubeTokenReviewer::new(client.clone()));
+        let reviewer = Arc::new(KubeTokenReviewer::new(review_client.clone()));
         let reviews = Arc::new(TokenReviews::new(reviewer, settings.audience.clone()));
         ContainerEndpoint::new(&settings.listen, reviews, config.node.clone())
     });
@@ -558,7 +566,7 @@ async fn fetch_upstream(upstream: &Upstream, path: &str) -> Result<String, AppEr
     String::from_utf8(response.body.to_vec()).map_err(|e| AppError::Discovery(e.to_string()))
 }
 
-async fn kube_client(access: &KubeAccess) -> Result<kube::Client, AppError> {
+async fn kube_config(access: &KubeAccess) -> Result<kube::Config, AppError> {
     let error = |e: &dyn std::fmt::Display| AppError::Kube(e.to_string());
     let (mut config, insecure) = match access {
         KubeAccess::Explicit {
@@ -583,7 +591,7 @@ async fn kube_client(access: &KubeAccess) -> Result<kube::Client, AppError> {
         ),
     };
     config.accept_invalid_certs |= insecure;
-    kube::Client::try_from(config).map_err(|e| error(&e))
+    Ok(config)
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@
 //! itself. It reads the token's `exp` claim (unverified) only to bound how
 //! long a review is remembered.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,9 +32,12 @@ pub const REJECTED_FOR: Duration = Duration::from_secs(10);
 /// Reviews in flight at once: a pod sending new tokens in a loop waits here
 /// (and spends its request budget) instead of loading the API server.
 const MAX_IN_FLIGHT: usize = 8;
-/// A review that takes longer fails (a 500 the SDKs retry). kube's client
-/// retries a 503 from the API server with a backoff that grows to minutes;
-/// a pod's request must not wait that long.
+/// Of those, one caller's: a pod flooding new tokens while the API server
+/// is slow holds two slots, never all of them, so other pods' first
+/// requests are not queued behind its flood.
+const MAX_IN_FLIGHT_PER_CALLER: usize = 2;
+/// A review that takes longer, waiting for a slot included, fails (a 500
+/// the SDKs retry).
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CACHED: u64 = 20_000;
 
@@ -72,13 +76,17 @@ pub trait TokenReviewer: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<TokenReviewStatus, ReviewError>>;
 }
 
-/// `POST /apis/authentication.k8s.io/v1/tokenreviews` with the agent's
-/// client (RBAC: `create` on `tokenreviews`).
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews` (RBAC: `create` on
+/// `tokenreviews`).
 pub struct KubeTokenReviewer {
     api: Api<TokenReview>,
 }
 
 impl KubeTokenReviewer {
+    /// `client` must not retry on its own: kube's default client retries
+    /// a 429 or 503 up to 15 times, which an API server shedding load
+    /// would get about nine times over for every request a pod makes.
+    /// A failed review is a 500 the pod's SDK retries, at its own pace.
     pub fn new(client: Client) -> Self {
         KubeTokenReviewer {
             api: Api::all(client),
@@ -149,6 +157,29 @@ pub struct TokenReviews {
     audience: String,
     cache: moka::future::Cache<[u8; 32], Arc<Remembered>>,
     in_flight: Semaphore,
+    by_caller: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// One caller's review in flight, given back when dropped.
+struct CallerSlot<'a> {
+    reviews: &'a TokenReviews,
+    caller: String,
+}
+
+impl Drop for CallerSlot<'_> {
+    fn drop(&mut self) {
+        let mut by_caller = self
+            .reviews
+            .by_caller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = by_caller.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                by_caller.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for TokenReviews {
@@ -170,7 +201,24 @@ impl TokenReviews {
                 .expire_after(KeepFor)
                 .build(),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            by_caller: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn caller_slot(&self, caller: &str) -> Option<CallerSlot<'_>> {
+        let mut by_caller = self
+            .by_caller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = by_caller.entry(caller.to_string()).or_insert(0);
+        if *count >= MAX_IN_FLIGHT_PER_CALLER {
+            return None;
+        }
+        *count += 1;
+        Some(CallerSlot {
+            reviews: self,
+            caller: caller.to_string(),
+        })
     }
 
     pub fn audience(&self) -> &str {
@@ -178,25 +226,30 @@ impl TokenReviews {
     }
 
     /// The pod `token` is bound to, if the API server vouches for it for
-    /// this endpoint's audience.
-    pub async fn review(&self, token: &str) -> Result<BoundToken, ReviewError> {
+    /// this endpoint's audience. `caller` (who sent it) may have at most
+    /// [`MAX_IN_FLIGHT_PER_CALLER`] reviews in flight.
+    pub async fn review(&self, token: &str, caller: &str) -> Result<BoundToken, ReviewError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let remembered = self
             .cache
             .try_get_with(key, async {
-                let _permit = self
-                    .in_flight
-                    .acquire()
-                    .await
-                    .map_err(|_| ReviewError::Unavailable("shutting down".into()))?;
-                let status = tokio::time::timeout(
-                    REVIEW_TIMEOUT,
-                    self.reviewer.review(token, &self.audience),
-                )
+                let _slot = self.caller_slot(caller).ok_or_else(|| {
+                    ReviewError::Unavailable(
+                        "too many token reviews in flight for this caller".into(),
+                    )
+                })?;
+                let status = tokio::time::timeout(REVIEW_TIMEOUT, async {
+                    let _permit = self
+                        .in_flight
+                        .acquire()
+                        .await
+                        .map_err(|_| ReviewError::Unavailable("shutting down".into()))?;
+                    self.reviewer.review(token, &self.audience).await
+                })
                 .await
                 .map_err(|_| {
                     ReviewError::Unavailable(format!(
-                        "the API server did not answer the token review within {}s",
+                        "the token review did not complete within {}s",
                         REVIEW_TIMEOUT.as_secs()
                     ))
                 })??;

@@ -85,9 +85,10 @@ pub enum Refusal {
     },
     /// A token sent from an address that is neither the node's nor any
     /// pod's of this node (a host next to the node replaying a token).
-    UnknownSender {
-        pod: PodKey,
-    },
+    UnknownSender,
+    /// A header that must appear once (`Authorization`) appears twice: the
+    /// request is ambiguous.
+    DuplicateHeader,
 }
 
 /// The most of a pod-chosen string (a path, a role name it asked for) that
@@ -158,11 +159,13 @@ impl Refusal {
             Refusal::RateLimited | Refusal::ProxyRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Refusal::InvalidToken | Refusal::Imdsv2Required => StatusCode::UNAUTHORIZED,
             Refusal::NotForCaller | Refusal::UnknownPath => StatusCode::NOT_FOUND,
-            Refusal::WrongHost | Refusal::MissingServiceAccountToken => StatusCode::BAD_REQUEST,
+            Refusal::WrongHost | Refusal::MissingServiceAccountToken | Refusal::DuplicateHeader => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::TokenRejected(_) => StatusCode::UNAUTHORIZED,
             Refusal::TokenForOtherNode { .. }
             | Refusal::TokenOfAnotherCaller { .. }
-            | Refusal::UnknownSender { .. } => StatusCode::FORBIDDEN,
+            | Refusal::UnknownSender => StatusCode::FORBIDDEN,
             Refusal::TokenReviewFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -189,7 +192,9 @@ impl Refusal {
             }
             Refusal::WrongHost => (StatusCode::BAD_REQUEST, "InvalidHost"),
             Refusal::MissingServiceAccountToken => (StatusCode::BAD_REQUEST, "MissingToken"),
-            Refusal::MalformedPath => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            Refusal::MalformedPath | Refusal::DuplicateHeader => {
+                (StatusCode::BAD_REQUEST, "InvalidRequest")
+            }
             Refusal::TokenRejected(_) => (StatusCode::UNAUTHORIZED, "InvalidToken"),
             Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             Refusal::UnknownPath | Refusal::NotForCaller => (StatusCode::NOT_FOUND, "NotFound"),
@@ -199,7 +204,16 @@ impl Refusal {
             }
             _ => (StatusCode::FORBIDDEN, "AccessDenied"),
         };
-        (status, code, self.to_string())
+        let message = match self {
+            // The API server's words (they name the agent's account) stay
+            // in the agent's log.
+            Refusal::TokenReviewFailed(_) => {
+                "the token could not be reviewed by the Kubernetes API server; retry shortly"
+                    .to_string()
+            }
+            other => other.to_string(),
+        };
+        (status, code, message)
     }
 
     /// A short, stable label for metrics and the log's `reason` field.
@@ -235,7 +249,8 @@ impl Refusal {
             Refusal::TokenReviewFailed(_) => "token-review-failed",
             Refusal::TokenForOtherNode { .. } => "token-for-other-node",
             Refusal::TokenOfAnotherCaller { .. } => "token-of-another-caller",
-            Refusal::UnknownSender { .. } => "unknown-sender",
+            Refusal::UnknownSender => "unknown-sender",
+            Refusal::DuplicateHeader => "duplicate-header",
         }
     }
 
@@ -246,8 +261,7 @@ impl Refusal {
             | Refusal::NotOnNode { pod }
             | Refusal::Role { pod, .. }
             | Refusal::NotThePodsRole { pod, .. }
-            | Refusal::TokenOfAnotherCaller { pod }
-            | Refusal::UnknownSender { pod } => Some(pod),
+            | Refusal::TokenOfAnotherCaller { pod } => Some(pod),
             Refusal::Sts(failure) => Some(&failure.pod),
             Refusal::Lookup(_)
             | Refusal::Unidentified(_)
@@ -267,7 +281,9 @@ impl Refusal {
             | Refusal::MissingServiceAccountToken
             | Refusal::TokenRejected(_)
             | Refusal::TokenReviewFailed(_)
-            | Refusal::TokenForOtherNode { .. } => None,
+            | Refusal::TokenForOtherNode { .. }
+            | Refusal::UnknownSender
+            | Refusal::DuplicateHeader => None,
         }
     }
 
@@ -314,6 +330,7 @@ impl Refusal {
                 | Refusal::WrongHost
                 | Refusal::MissingServiceAccountToken
                 | Refusal::TokenRejected(_)
+                | Refusal::DuplicateHeader
         )
     }
 
@@ -392,9 +409,9 @@ impl fmt::Display for Refusal {
             Refusal::TokenOfAnotherCaller { pod } => {
                 write!(f, "the token is bound to pod {pod}, but another pod sent it")
             }
-            Refusal::UnknownSender { pod } => write!(
-                f,
-                "the token is bound to pod {pod}, but it was sent from an address of no pod of this node"
+            Refusal::DuplicateHeader => f.write_str("a header that must appear once appears more than once"),
+            Refusal::UnknownSender => f.write_str(
+                "the request came from an address of no pod of this node, or from a process on the node's network in no pod's cgroup",
             ),
         }
     }

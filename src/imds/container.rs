@@ -14,7 +14,7 @@ use super::responses::{self, Body};
 use crate::entitlement::{Caller, Grant, Refusal, StsFailure, TokenPod};
 use crate::identity::PodUid;
 use crate::pods::LookupError;
-use crate::token_review::{ReviewError, TokenReviews};
+use crate::token_review::{BoundToken, ReviewError, TokenReviews};
 
 pub const CREDENTIALS_PATH: &str = "/v1/credentials";
 /// A projected token is about 1 KiB; anything far larger is not one.
@@ -52,13 +52,28 @@ impl ContainerEndpoint {
         }
     }
 
+    /// Exactly one `Host`, naming one of the endpoint's addresses.
     fn host_allowed(&self, headers: &HeaderMap) -> bool {
-        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        let Some(host) = only(headers, header::HOST).and_then(|h| h.to_str().ok()) else {
             return false;
         };
         let host = host.trim().to_ascii_lowercase();
         self.hosts.contains(&host)
     }
+}
+
+/// Who sent a request, as the kernel and the index say: settled before
+/// the token is looked at, so that a token is only ever weighed against
+/// its sender.
+#[derive(Debug)]
+enum Sender {
+    /// A pod with an address of its own (its UID).
+    Pod(String),
+    /// A hostNetwork pod its socket's cgroup names (its UID).
+    HostNetworkPod(String),
+    /// A process on the node's own addresses, where cgroups cannot tell
+    /// hostNetwork pods and the node apart.
+    NodeNetwork,
 }
 
 impl MetadataService {
@@ -77,13 +92,16 @@ impl MetadataService {
         if request.method() != Method::GET {
             return Err(Refusal::MethodNotAllowed);
         }
-        if !endpoint.host_allowed(request.headers()) {
+        // The absolute form (`GET http://host/...`) names its own host,
+        // which wins over `Host`: not a form any SDK sends.
+        if request.uri().authority().is_some() || !endpoint.host_allowed(request.headers()) {
             return Err(Refusal::WrongHost);
         }
         let token = service_account_token(request.headers())?;
+        let sender = self.sender(connection).await?;
         let bound = endpoint
             .reviews
-            .review(token)
+            .review(token, &connection.limit_key().to_string())
             .await
             .map_err(|error| match error {
                 ReviewError::Rejected(why) => Refusal::TokenRejected(why),
@@ -96,6 +114,9 @@ impl MetadataService {
                 node: there.clone(),
             });
         }
+        // Before anything about the token's pod (its role, or that it has
+        // none) is decided or told: is the sender that pod?
+        self.check_sender(&sender, &bound).await?;
         let caller = Caller::Token(TokenPod {
             pod: bound.pod,
             uid: bound.pod_uid,
@@ -105,7 +126,6 @@ impl MetadataService {
             .entitlements
             .decide_waiting(&caller, self.settings.lookup_wait)
             .await?;
-        self.check_sender(&grant, connection).await?;
         self.check_pod_is_here(&grant).await?;
         match self.cache.get(&grant.key).await {
             Ok(credentials) => {
@@ -125,44 +145,67 @@ impl MetadataService {
         }
     }
 
-    /// A token proves whose it is, and the kernel says who sent it:
-    /// - a hostNetwork pod named by its socket's cgroup must be the token's
-    ///   pod;
-    /// - a caller with a pod address must be the pod with that address
-    ///   (waiting, as the metadata path does, for the watch to report a
-    ///   pod that has just started);
-    /// - a process of the node itself, which the kernel names as no pod, is
-    ///   judged by the token alone.
-    ///
-    /// So a token taken from its pod is worth nothing to another pod, nor
-    /// to a host next to the node.
-    async fn check_sender(&self, grant: &Grant, connection: &Connection) -> Result<(), Refusal> {
-        let another = || Refusal::TokenOfAnotherCaller {
-            pod: grant.pod.key(),
+    /// Who the kernel says is calling:
+    /// - an address of no pod of this node (a host beside the node) is
+    ///   refused before its token costs a review;
+    /// - a pod that has just started is waited for, as on the metadata
+    ///   path;
+    /// - where cgroups can name callers on the node's addresses, one in
+    ///   no pod's cgroup (a system daemon, a container run outside
+    ///   Kubernetes) is refused.
+    async fn sender(&self, connection: &Connection) -> Result<Sender, Refusal> {
+        let ip = match connection.caller()? {
+            Caller::HostNetworkPod(uid) => return Ok(Sender::HostNetworkPod(uid.to_string())),
+            Caller::Token(_) => return Err(Refusal::UnknownSender),
+            Caller::Address(ip) => *ip,
         };
-        let sender = match connection.caller() {
-            Ok(Caller::HostNetworkPod(uid)) if uid.as_str() == grant.pod.uid => return Ok(()),
-            Ok(Caller::HostNetworkPod(_)) => return Err(another()),
-            Ok(Caller::Address(ip)) => *ip,
-            // A caller on the node's own addresses that no pod's cgroup
-            // claims: the node's own process.
-            Ok(Caller::Token(_)) | Err(_) => return Ok(()),
-        };
-        let on_node = connection.from_node()
-            || self
-                .cgroups
-                .as_deref()
-                .is_some_and(|cgroups| cgroups.is_node_address(sender));
-        if on_node {
-            return Ok(());
+        let cgroups = self.cgroups.as_deref();
+        if connection.from_node() || cgroups.is_some_and(|c| c.is_node_address(ip)) {
+            return match cgroups {
+                // The server named every caller on the node's addresses
+                // that it could; this one is in no pod's cgroup.
+                Some(_) => Err(Refusal::UnknownSender),
+                None => Ok(Sender::NodeNetwork),
+            };
         }
-        let store = self.entitlements.store();
-        match store.wait_for(sender, self.settings.lookup_wait).await {
-            Ok(view) if view.pod.uid == grant.pod.uid => Ok(()),
-            Ok(_) | Err(LookupError::Conflict { .. }) => Err(another()),
-            Err(_) => Err(Refusal::UnknownSender {
-                pod: grant.pod.key(),
-            }),
+        match self
+            .entitlements
+            .store()
+            .wait_for(ip, self.settings.lookup_wait)
+            .await
+        {
+            Ok(view) => Ok(Sender::Pod(view.pod.uid.clone())),
+            Err(LookupError::NotReady | LookupError::Stale { .. }) => {
+                Err(Refusal::Lookup(LookupError::NotReady))
+            }
+            Err(_) => Err(Refusal::UnknownSender),
+        }
+    }
+
+    /// The token's pod must be its sender. A pod with an address of its
+    /// own never calls from the node's addresses, so only a hostNetwork
+    /// pod's token is good there (and only from its own cgroup, where
+    /// cgroups can tell).
+    async fn check_sender(&self, sender: &Sender, bound: &BoundToken) -> Result<(), Refusal> {
+        let another = || Refusal::TokenOfAnotherCaller {
+            pod: bound.pod.clone(),
+        };
+        match sender {
+            Sender::Pod(uid) | Sender::HostNetworkPod(uid) if *uid == bound.pod_uid => Ok(()),
+            Sender::Pod(_) | Sender::HostNetworkPod(_) => Err(another()),
+            Sender::NodeNetwork => {
+                let view = self
+                    .entitlements
+                    .store()
+                    .wait_for_pod(&bound.pod, self.settings.lookup_wait)
+                    .await
+                    .map_err(|_| another())?;
+                if view.pod.host_network && view.pod.uid == bound.pod_uid {
+                    Ok(())
+                } else {
+                    Err(another())
+                }
+            }
         }
     }
 
@@ -194,17 +237,18 @@ impl MetadataService {
 }
 
 /// The raw `Authorization` value (the SDKs send the token as is, no
-/// scheme; a `Bearer ` prefix is tolerated).
+/// scheme; a `Bearer ` prefix is tolerated). Exactly one such header.
 fn service_account_token(headers: &HeaderMap) -> Result<&str, Refusal> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(Refusal::MissingServiceAccountToken)?;
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(Refusal::DuplicateHeader);
+    }
+    let value = only(headers, header::AUTHORIZATION).ok_or(Refusal::MissingServiceAccountToken)?;
     let text = value
         .to_str()
-        .map_err(|_| Refusal::TokenRejected("the Authorization header is not text".into()))?
-        .trim();
+        .map_err(|_| Refusal::TokenRejected("the Authorization header is not text".into()))?;
+    let text = text.trim_start();
     let token = text.strip_prefix("Bearer ").unwrap_or(text).trim();
-    if token.is_empty() {
+    if token.is_empty() || token == "Bearer" {
         return Err(Refusal::MissingServiceAccountToken);
     }
     if token.len() > MAX_TOKEN_BYTES || token.contains(char::is_whitespace) {
@@ -213,4 +257,13 @@ fn service_account_token(headers: &HeaderMap) -> Result<&str, Refusal> {
         ));
     }
     Ok(token)
+}
+
+/// The header's value when it appears exactly once.
+fn only(headers: &HeaderMap, name: header::HeaderName) -> Option<&http::HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
 }

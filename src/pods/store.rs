@@ -231,6 +231,23 @@ impl PodStore {
         }
     }
 
+    /// The live pod `key`, waiting up to `wait` as [`Self::wait_for`] does.
+    pub async fn wait_for_pod(&self, key: &PodKey, wait: Duration) -> Result<PodView, LookupError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let error = match self.lookup_pod(key) {
+                Ok(view) => return Ok(view),
+                Err(error) => error,
+            };
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Err(error),
+            }
+        }
+    }
+
     /// Ready and not stale: lookups may succeed.
     pub fn is_answerable(&self) -> bool {
         self.check_answerable(&self.read()).is_ok()

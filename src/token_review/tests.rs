@@ -143,10 +143,13 @@ async fn one_review_per_token_while_it_is_remembered() {
     let (counting, reviews) = reviewing(Ok(accepted(&[AUDIENCE])));
     let token = jwt(in_an_hour());
     for _ in 0..5 {
-        assert_eq!(reviews.review(&token).await.unwrap().service_account, "api");
+        assert_eq!(
+            reviews.review(&token, "pod").await.unwrap().service_account,
+            "api"
+        );
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
-    reviews.review(&jwt(in_an_hour() + 1)).await.unwrap();
+    reviews.review(&jwt(in_an_hour() + 1), "pod").await.unwrap();
     assert_eq!(
         counting.calls.load(Ordering::SeqCst),
         2,
@@ -162,7 +165,7 @@ async fn rejections_are_remembered_and_outages_are_not() {
     let token = jwt(in_an_hour());
     for _ in 0..3 {
         assert!(matches!(
-            reviews.review(&token).await,
+            reviews.review(&token, "pod").await,
             Err(ReviewError::Rejected(_))
         ));
     }
@@ -171,7 +174,7 @@ async fn rejections_are_remembered_and_outages_are_not() {
     let (counting, reviews) = reviewing(Err(ReviewError::Unavailable("503".into())));
     for _ in 0..3 {
         assert!(matches!(
-            reviews.review(&token).await,
+            reviews.review(&token, "pod").await,
             Err(ReviewError::Unavailable(_))
         ));
     }
@@ -182,8 +185,64 @@ async fn rejections_are_remembered_and_outages_are_not() {
 async fn debug_shows_no_token() {
     let (_, reviews) = reviewing(Ok(accepted(&[AUDIENCE])));
     let token = jwt(in_an_hour());
-    let bound = reviews.review(&token).await.unwrap();
+    let bound = reviews.review(&token, "pod").await.unwrap();
     let debug = format!("{reviews:?} {bound:?}");
     assert!(debug.contains(AUDIENCE));
     assert!(!debug.contains(&token[..20]), "{debug}");
+}
+
+/// Answers after a pause, counting reviews in flight at once.
+struct Slow {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl TokenReviewer for Slow {
+    fn review<'a>(
+        &'a self,
+        _token: &'a str,
+        _audience: &'a str,
+    ) -> BoxFuture<'a, Result<TokenReviewStatus, ReviewError>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(accepted(&[AUDIENCE]))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_caller_flooding_new_tokens_holds_two_review_slots_not_all() {
+    let slow = Arc::new(Slow {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let reviews = Arc::new(TokenReviews::new(slow.clone(), AUDIENCE));
+    let mut flood = Vec::new();
+    for n in 0..20 {
+        let reviews = reviews.clone();
+        flood.push(tokio::spawn(async move {
+            reviews.review(&jwt(in_an_hour() + n), "flooder").await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    let other = reviews.review(&jwt(in_an_hour() + 100), "bystander").await;
+    assert!(other.is_ok(), "{other:?}");
+    assert!(
+        started.elapsed() <= Duration::from_millis(2100),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut refused = 0;
+    for task in flood {
+        if let Err(ReviewError::Unavailable(why)) = task.await.unwrap() {
+            assert!(why.contains("too many"), "{why}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 18, "two of the flood's reviews at a time");
+    assert!(slow.most.load(Ordering::SeqCst) <= 3);
 }
