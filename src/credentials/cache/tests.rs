@@ -127,7 +127,9 @@ async fn refresh_replaces_while_the_old_entry_keeps_serving() {
     let (clock, _, cache) = setup(Duration::ZERO, Duration::ZERO);
     let k = key("s");
     let old = cache.get(&k).await.unwrap();
-    clock.advance(Duration::from_secs(2000));
+    // 1,300 s left: past every key's refresh point (30 to 22.5 minutes
+    // before expiry), still above the 15-minute floor.
+    clock.advance(Duration::from_secs(2300));
     assert_eq!(cache.refresh_due_in(&k).await, Some(Duration::ZERO));
     let new = cache.refresh(&k).await.unwrap();
     assert_ne!(old.access_key_id, new.access_key_id);
