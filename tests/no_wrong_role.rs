@@ -223,14 +223,14 @@ proptest! {
         let mut pods: BTreeMap<usize, ModelPod> = BTreeMap::new();
         let mut policies: BTreeMap<usize, Option<Option<Vec<&'static str>>>> = BTreeMap::new();
         for (n, name) in NAMESPACES.iter().enumerate() {
-            store.apply_namespace(&to_namespace(name, &None));
+            store.apply_namespace(&to_namespace(name, &None).metadata);
             policies.insert(n, None);
         }
         store.begin_pod_relist();
         store.finish_pod_relist();
         store.begin_namespace_relist();
         for (n, name) in NAMESPACES.iter().enumerate() {
-            store.apply_namespace(&to_namespace(name, &policies[&n]));
+            store.apply_namespace(&to_namespace(name, &policies[&n]).metadata);
         }
         store.finish_namespace_relist();
         prop_assert!(store.is_ready());
@@ -259,7 +259,7 @@ proptest! {
                     }
                 }
                 Op::SetPolicy(n, policy) => {
-                    store.apply_namespace(&to_namespace(NAMESPACES[n], &policy));
+                    store.apply_namespace(&to_namespace(NAMESPACES[n], &policy).metadata);
                     policies.insert(n, policy);
                 }
                 Op::Relist(mask) => {

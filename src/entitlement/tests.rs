@@ -78,7 +78,8 @@ fn an_ipv4_compatible_ipv6_caller_is_not_the_ipv4_pod() {
 #[test]
 fn refusals_name_their_reason() {
     let e = entitlements(Some(PolicyFormat::Glob), None);
-    e.store().apply_namespace(&namespace(r#"["app-*"]"#));
+    e.store()
+        .apply_namespace(&namespace(r#"["app-*"]"#).metadata);
     e.store().apply_pod(&pod("none", &["10.0.0.1"], None));
     e.store().apply_pod(&pod(
         "other",
@@ -105,13 +106,15 @@ fn refusals_name_their_reason() {
 #[test]
 fn the_default_role_obeys_the_allow_list() {
     let e = entitlements(Some(PolicyFormat::Glob), Some("fallback"));
-    e.store().apply_namespace(&namespace(r#"["app-*"]"#));
+    e.store()
+        .apply_namespace(&namespace(r#"["app-*"]"#).metadata);
     e.store().apply_pod(&pod("none", &["10.0.0.1"], None));
     assert_eq!(
         role_of(e.decide(ip("10.0.0.1"))),
         Err("namespace-restriction")
     );
-    e.store().apply_namespace(&namespace(r#"["fallback"]"#));
+    e.store()
+        .apply_namespace(&namespace(r#"["fallback"]"#).metadata);
     assert_eq!(
         role_of(e.decide(ip("10.0.0.1"))),
         Ok("arn:aws:iam::123456789012:role/fallback".to_string())
@@ -423,7 +426,7 @@ fn a_pod_takes_its_service_accounts_role_after_its_own_and_before_the_default() 
 fn a_service_accounts_role_obeys_the_namespace() {
     let e = with_accounts(Some(PolicyFormat::Glob), Some("fallback"));
     let store = e.store();
-    store.apply_namespace(&namespace(r#"["app-*"]"#));
+    store.apply_namespace(&namespace(r#"["app-*"]"#).metadata);
     store.apply_service_account(&account("api", Some("admin")));
     store.apply_pod(&with_service_account(pod("a", &["10.0.0.1"], None), "api"));
     assert_eq!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -375,13 +375,12 @@ impl PodStore {
         })
     }
 
-    pub fn apply_namespace(&self, namespace: &Namespace) {
-        let (Some(format), Some(name)) = (self.policy_format, namespace.metadata.name.clone())
-        else {
+    /// Records a namespace's allow-list (from its metadata alone).
+    pub fn apply_namespace(&self, namespace: &ObjectMeta) {
+        let (Some(format), Some(name)) = (self.policy_format, namespace.name.clone()) else {
             return;
         };
         let annotation = namespace
-            .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(&self.keys.namespace_policy))
@@ -390,8 +389,8 @@ impl PodStore {
         self.bump_if(changed);
     }
 
-    pub fn delete_namespace(&self, namespace: &Namespace) {
-        let Some(name) = namespace.metadata.name.as_deref() else {
+    pub fn delete_namespace(&self, namespace: &ObjectMeta) {
+        let Some(name) = namespace.name.as_deref() else {
             return;
         };
         let changed = self.write().namespaces.delete(name);

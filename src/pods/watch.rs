@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{ListParams, PartialObjectMeta, WatchEvent, WatchParams};
+use kube::api::{ListParams, ObjectList, PartialObjectMeta, VersionMatch, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -33,8 +33,11 @@ const WATCH_TIMEOUT_SECONDS: u32 = 290;
 /// minute on a quiet watch.
 const IDLE_LIMIT: Duration = Duration::from_secs(150);
 const PAGE_SIZE: u32 = 500;
-const FIRST_RETRY: Duration = Duration::from_millis(200);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Before a relist after a 410 (the API server's history compacted, or a
+/// restart): every agent of a fleet meets it at once.
+const RELIST_SPREAD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -54,6 +57,7 @@ pub fn spawn_watchers(
 ) -> Vec<JoinHandle<WatchError>> {
     let selector = node.map(|node| format!("spec.nodeName={node}"));
     let pods = Loop {
+        client: client.clone(),
         api: Api::<Pod>::all(client.clone()),
         selector,
         kind: WatchKind::Pods,
@@ -63,7 +67,8 @@ pub fn spawn_watchers(
     let mut tasks = vec![tokio::spawn(pods.run(PodSink))];
     if store.watches_namespaces() {
         let namespaces = Loop {
-            api: Api::<Namespace>::all(client.clone()),
+            client: client.clone(),
+            api: Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             selector: None,
             kind: WatchKind::Namespaces,
             store: store.clone(),
@@ -73,6 +78,7 @@ pub fn spawn_watchers(
     }
     if store.watches_service_accounts() {
         let accounts = Loop {
+            client: client.clone(),
             api: Api::<PartialObjectMeta<ServiceAccount>>::all(client),
             selector: None,
             kind: WatchKind::ServiceAccounts,
@@ -126,12 +132,12 @@ impl Sink<Pod> for PodSink {
     }
 }
 
-impl Sink<Namespace> for NamespaceSink {
-    fn apply(&self, store: &PodStore, namespace: &Namespace) {
-        store.apply_namespace(namespace);
+impl Sink<PartialObjectMeta<Namespace>> for NamespaceSink {
+    fn apply(&self, store: &PodStore, namespace: &PartialObjectMeta<Namespace>) {
+        store.apply_namespace(&namespace.metadata);
     }
-    fn delete(&self, store: &PodStore, namespace: &Namespace) {
-        store.delete_namespace(namespace);
+    fn delete(&self, store: &PodStore, namespace: &PartialObjectMeta<Namespace>) {
+        store.delete_namespace(&namespace.metadata);
     }
     fn begin(&self, store: &PodStore) {
         store.begin_namespace_relist();
@@ -152,6 +158,7 @@ enum StreamEnd {
 }
 
 struct Loop<K: Resource> {
+    client: Client,
     api: Api<K>,
     selector: Option<String>,
     kind: WatchKind,
@@ -161,15 +168,17 @@ struct Loop<K: Resource> {
 
 impl<K> Loop<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     async fn run(self, sink: impl Sink<K>) -> WatchError {
         let mut failures = 0u32;
         let mut version: Option<String> = None;
+        // The last version seen: a relist asks for nothing older.
+        let mut seen: Option<String> = None;
         loop {
             let from = match version.take() {
                 Some(from) => from,
-                None => match self.list(&sink).await {
+                None => match self.list(&sink, seen.as_deref()).await {
                     Ok(listed) => {
                         failures = 0;
                         listed
@@ -181,30 +190,50 @@ where
                 },
             };
             let mut current = from;
-            match self.watch(&sink, &mut current, &mut failures).await {
+            let end = self.watch(&sink, &mut current, &mut failures).await;
+            seen = Some(current.clone()).filter(|v| !v.is_empty());
+            match end {
                 StreamEnd::Closed => version = Some(current),
                 StreamEnd::Failed(error) => {
                     self.failed("watch", &error, &mut failures).await;
                     version = Some(current);
                 }
                 StreamEnd::Relist(why) => {
-                    info!(kind = self.kind.label(), why, "relisting");
+                    let pause = RELIST_SPREAD.mul_f64(rand::rng().random_range(0.0..=1.0));
+                    info!(
+                        kind = self.kind.label(),
+                        why,
+                        pause_ms = pause.as_millis() as u64,
+                        "relisting"
+                    );
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
     }
 
     /// Lists every object (in pages) into the store; returns the list's
-    /// resourceVersion to watch from.
-    async fn list(&self, sink: &impl Sink<K>) -> Result<String, kube::Error> {
+    /// resourceVersion to watch from. Served from the API server's watch
+    /// cache: a first list at any version (`resourceVersion=0`), a relist
+    /// at none older than `seen`; neither reads etcd.
+    async fn list(&self, sink: &impl Sink<K>, seen: Option<&str>) -> Result<String, kube::Error> {
         let mut params = ListParams::default().limit(PAGE_SIZE);
         if let Some(selector) = &self.selector {
             params = params.fields(selector);
         }
+        if let Some(seen) = seen.filter(|v| *v != "0") {
+            params = params.at(seen).matching(VersionMatch::NotOlderThan);
+        }
         let mut listed = 0usize;
         let mut begun = false;
+        let mut first = true;
         loop {
-            let page = self.api.list(&params).await?;
+            let page = if first && seen.is_none() {
+                self.list_from_any_version(&params).await?
+            } else {
+                self.api.list(&params).await?
+            };
+            first = false;
             if !begun {
                 sink.begin(&self.store);
                 begun = true;
@@ -227,6 +256,32 @@ where
                 }
             }
         }
+    }
+
+    /// The first page of a list at any version. kube leaves
+    /// `resourceVersion=0` out of a list with a `limit` (API servers before
+    /// 1.33 ignore the limit then, and answer the whole list from their
+    /// cache, which is still no read of etcd); it is put back here.
+    async fn list_from_any_version(
+        &self,
+        params: &ListParams,
+    ) -> Result<ObjectList<K>, kube::Error> {
+        let request = kube::core::Request::new(K::url_path(&(), None));
+        let mut http = if K::metadata_api() {
+            request.list_metadata(params)
+        } else {
+            request.list(params)
+        }
+        .map_err(kube::Error::BuildRequest)?;
+        let uri = format!(
+            "{}&resourceVersion=0&resourceVersionMatch=NotOlderThan",
+            http.uri()
+        );
+        *http.uri_mut() = uri.parse().map_err(|e: http::uri::InvalidUri| {
+            kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e.into()))
+        })?;
+        http.extensions_mut().insert("list");
+        self.client.request::<ObjectList<K>>(http).await
     }
 
     /// Watches from `version`, applying events and advancing `version`,
@@ -351,13 +406,15 @@ fn advance(version: &mut String, next: Option<String>) {
     }
 }
 
-/// Exponential backoff with jitter in its upper half, so that the agents of
-/// a fleet do not come back to a recovering API server in step.
+/// Exponential backoff with full jitter (anywhere from zero to the bound),
+/// so that the agents of a fleet, which all lose the API server at the
+/// same moment, come back spread over the whole interval rather than in
+/// step.
 fn retry_delay(failures: u32) -> Duration {
     let exponential = FIRST_RETRY.saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1));
     exponential
         .min(MAX_RETRY)
-        .mul_f64(rand::rng().random_range(0.5..=1.0))
+        .mul_f64(rand::rng().random_range(0.0..=1.0))
 }
 
 #[cfg(test)]
@@ -365,10 +422,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_back_off_to_a_cap() {
-        assert!(retry_delay(1) <= FIRST_RETRY);
-        assert!(retry_delay(3) >= FIRST_RETRY * 2);
-        assert!(retry_delay(30) <= MAX_RETRY);
-        assert!(retry_delay(30) >= MAX_RETRY / 2);
+    fn retries_back_off_to_a_cap_and_spread_over_it() {
+        let first: Vec<Duration> = (0..200).map(|_| retry_delay(1)).collect();
+        assert!(first.iter().all(|d| *d <= FIRST_RETRY));
+        assert!(first.iter().any(|d| *d < FIRST_RETRY / 4));
+        assert!(first.iter().any(|d| *d > FIRST_RETRY * 3 / 4));
+        assert!((0..200).all(|_| retry_delay(30) <= MAX_RETRY));
+        assert!((0..200).any(|_| retry_delay(30) > MAX_RETRY / 2));
     }
 }
