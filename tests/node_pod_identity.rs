@@ -102,6 +102,14 @@ fn unmodified_sdks_get_their_pods_role_from_the_endpoint() {
         "{}",
         text(&out)
     );
+    // The ECS provider reads the file on every load: a file holding no
+    // valid token gets nothing.
+    let bad = token_file(&node, "pi-app-bad.token", "not-a-token");
+    let out = node.in_pod(
+        "pi-app",
+        &[FULL_URI, &token_env(&bad), NO_IMDS, sdk.to_str().unwrap()],
+    );
+    assert!(!text(&out).contains("assumed-role"), "{}", text(&out));
     // Over IPv6, to fd00:ec2::23.
     let v6 = node.in_pod(
         "pi-app",
