@@ -109,6 +109,18 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             .with_host_network_pods(cgroups.is_some())
             .with_session_tags(config.session_tags.clone()),
     );
+    let (events, events_task) = match config.pod_events {
+        Some(interval) => {
+            let (events, task) = crate::events::spawn_events(
+                client.clone(),
+                store.clone(),
+                config.node.clone(),
+                interval,
+            );
+            (Some(events), Some(task))
+        }
+        None => (None, None),
+    };
     let container = config.container.as_ref().map(|settings| {
         let reviewer = Arc::new(KubeTokenReviewer::new(review_client.clone()));
         let reviews = Arc::new(TokenReviews::new(reviewer, settings.audience.clone()));
@@ -176,6 +188,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             connection_cap(settings.max_connections, file_limit),
         ),
         container,
+        events,
         settings,
     });
     let flusher = {
@@ -229,6 +242,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     while servers.join_next().await.is_some() {}
     warmer.abort();
     flusher.abort();
+    if let Some(task) = events_task {
+        task.abort();
+    }
     for watcher in watchers {
         watcher.abort();
     }

@@ -430,6 +430,16 @@ pub struct PodIdentityArgs {
     #[arg(long, global = true, env = "IAMLET_CLUSTER_ARN", default_value = "")]
     pub cluster_arn: String,
 
+    /// Record a Warning Event on a pod refused credentials it could act on (no role, a role its
+    /// namespace does not allow, STS refusing the role, ...), for `kubectl describe pod`.
+    #[arg(long, global = true, env = "IAMLET_POD_EVENTS", default_value = "true", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub pod_events: bool,
+
+    /// At most one Event per pod and reason this often (repeats fold into the Event's series).
+    #[arg(long, global = true, env = "IAMLET_POD_EVENT_INTERVAL", default_value = "1m", value_parser = parse_go_duration)]
+    pub pod_event_interval: Duration,
+
     /// With --session-tags: also set SourceIdentity to `<namespace>.<serviceaccount>`
     /// (trust policies must allow sts:SetSourceIdentity).
     #[arg(long, global = true, env = "IAMLET_SESSION_SOURCE_IDENTITY", default_value = "false", num_args = 0..=1,

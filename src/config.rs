@@ -113,6 +113,8 @@ pub struct Config {
     pub service_account_roles: bool,
     /// `--session-tags` and what goes with it.
     pub session_tags: Option<SessionTagging>,
+    /// `--pod-events`: how often at most per pod and reason; `None`: off.
+    pub pod_events: Option<Duration>,
 }
 
 /// The container credentials endpoint (EKS Pod Identity's contract).
@@ -292,6 +294,10 @@ impl Config {
             container,
             service_account_roles: cli.pod_identity.service_account_roles,
             session_tags,
+            pod_events: cli
+                .pod_identity
+                .pod_events
+                .then_some(cli.pod_identity.pod_event_interval),
         })
     }
 }

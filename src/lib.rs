@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod entitlement;
+pub mod events;
 pub mod firewall;
 pub mod identity;
 pub mod imds;

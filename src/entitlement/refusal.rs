@@ -105,6 +105,18 @@ pub fn clip(text: &str) -> &str {
     &text[..end]
 }
 
+/// Events hold at most 1 KiB of note.
+const MAX_NOTE: usize = 1024;
+
+fn clip_to(mut text: String, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
 /// A failed AssumeRole for a pod's role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StsFailure {
@@ -332,6 +344,64 @@ impl Refusal {
                 | Refusal::TokenRejected(_)
                 | Refusal::DuplicateHeader
         )
+    }
+
+    /// The Warning Event its pod gets (`kubectl describe pod`), for the
+    /// refusals a pod's team can act on: a reason and what to change. Never
+    /// STS's own text, which names the node.
+    pub fn pod_warning(&self) -> Option<crate::events::PodWarning> {
+        let (reason, note) = match self {
+            Refusal::NoRole { pod } => (
+                "IAMRoleMissing",
+                format!(
+                    "iamlet: pod {pod} has no role: no role annotation on the pod (iam.amazonaws.com/role by default) or, with service-account roles, on its ServiceAccount, and the node has no default role. Grant one with: kubectl annotate pod {} -n {} iam.amazonaws.com/role=ROLE",
+                    pod.name, pod.namespace
+                ),
+            ),
+            Refusal::Role {
+                error: RoleError::NotAllowed { namespace, role },
+                ..
+            } => (
+                "IAMRoleNotAllowed",
+                format!(
+                    "iamlet: role {role} is not allowed in namespace {namespace}: add it to the namespace's allowed-roles annotation (iam.amazonaws.com/allowed-roles by default), or give the pod a role the namespace allows"
+                ),
+            ),
+            Refusal::Role {
+                error: error @ (RoleError::UnknownServiceAccount { .. } | RoleError::UnknownNamespace { .. }),
+                ..
+            } => ("IAMRoleUnresolved", format!("iamlet: {error}")),
+            Refusal::Role { error, .. } => (
+                "IAMRoleInvalid",
+                format!("iamlet: the pod's role cannot be used: {error}"),
+            ),
+            Refusal::NotThePodsRole { role, requested, .. } => (
+                "IAMRoleMismatch",
+                format!(
+                    "iamlet: credentials were asked for role {requested:?}, but this pod's role is {role}: the SDK's configured role name is stale"
+                ),
+            ),
+            Refusal::Sts(failure) if failure.error.kind == StsErrorKind::AccessDenied => (
+                "AssumeRoleDenied",
+                format!(
+                    "iamlet: STS refused to let the node assume role {} for this pod: the role's trust policy must allow the nodes' role (sts:AssumeRole, and sts:TagSession with session tags), and the pod's external ID must match",
+                    failure.role
+                ),
+            ),
+            Refusal::NotOnNode { .. } => (
+                "IdentityNotResolved",
+                "iamlet: a request from this pod's address was refused because the pod has no cgroup on this node any more (it was deleted here, and another pod may now hold its address)".to_string(),
+            ),
+            Refusal::TokenOfAnotherCaller { .. } => (
+                "ServiceAccountTokenMisused",
+                "iamlet: another process sent this pod's ServiceAccount token to the container credentials endpoint and was refused; check where the token file is exposed".to_string(),
+            ),
+            _ => return None,
+        };
+        Some(crate::events::PodWarning {
+            reason,
+            note: clip_to(note, MAX_NOTE),
+        })
     }
 
     /// The error document a pod gets for a failed credential request.

@@ -72,6 +72,8 @@ pub struct MetadataService {
     pub cgroups: Option<Arc<CgroupIdentity>>,
     /// The container credentials endpoint, when served.
     pub container: Option<super::ContainerEndpoint>,
+    /// Warning Events on refused pods (`--pod-events`).
+    pub events: Option<crate::events::PodEvents>,
 }
 
 impl MetadataService {
@@ -276,6 +278,9 @@ impl MetadataService {
         self.metrics.deny(refusal.label());
         self.decisions
             .refused(caller, request.uri().path(), refusal);
+        if let Some(events) = &self.events {
+            events.refused(refusal);
+        }
         let mut response = match refusal.pod_error() {
             _ if listener == Listener::ContainerCredentials => {
                 let (status, code, message) = refusal.container_error();

@@ -1,6 +1,7 @@
-//! The HTTP side: discovery, REST verbs on pods, namespaces and service
-//! accounts, watch streams (one JSON event per line over a chunked
-//! response), TokenRequest and TokenReview.
+//! The HTTP side: discovery, REST verbs on pods, namespaces, service
+//! accounts and Events (`events.k8s.io/v1`, and read through core v1),
+//! watch streams (one JSON event per line over a chunked response),
+//! TokenRequest and TokenReview.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::media::Form;
 use crate::protobuf;
-use crate::store::{ApiError, FieldSelector, Kind, ObjectKey, StoredEvent};
+use crate::store::{ApiError, FieldSelector, Kind, ObjectKey, Resource, StoredEvent};
 use crate::tokens::{self, Grant};
 use crate::{RecordedRequest, Shared};
 
@@ -111,7 +112,7 @@ enum Reply {
 }
 
 struct WatchRequest {
-    kind: Kind,
+    resource: Resource,
     namespace: Option<String>,
     selector: FieldSelector,
     since: Option<u64>,
@@ -145,12 +146,14 @@ fn route(
             json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         ),
         (&Method::GET, ["apis"]) => ok(
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authentication_group()]}),
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authentication_group(), events_group()]}),
         ),
         (&Method::GET, ["apis", "authentication.k8s.io"]) => ok(authentication_group()),
         (&Method::GET, ["apis", "authentication.k8s.io", "v1"]) => {
             ok(authentication_resource_list())
         }
+        (&Method::GET, ["apis", "events.k8s.io"]) => ok(events_group()),
+        (&Method::GET, ["apis", "events.k8s.io", "v1"]) => ok(events_resource_list()),
         (&Method::GET, ["api", "v1"]) => ok(resource_list()),
         // Test control: forget the history and cut the watches (410 on resume).
         (&Method::POST, ["fake", "compact"]) => {
@@ -158,37 +161,81 @@ fn route(
             shared.generation.send_modify(|g| *g += 1);
             ok(json!({"compacted": true}))
         }
-        (_, ["api", "v1", "pods"]) => collection(shared, method, Kind::Pod, on(None)),
-        (_, ["api", "v1", "namespaces"]) => collection(shared, method, Kind::Namespace, on(None)),
+        (_, ["api", "v1", "pods"]) => collection(shared, method, stored(Kind::Pod), on(None)),
+        (_, ["api", "v1", "namespaces"]) => {
+            collection(shared, method, stored(Kind::Namespace), on(None))
+        }
         (_, ["api", "v1", "namespaces", name]) => object(
             shared,
             method,
-            Kind::Namespace,
-            "",
-            name,
+            stored(Kind::Namespace),
+            ObjectKey::new(Kind::Namespace, "", name),
             content_type,
             body,
         ),
         (_, ["api", "v1", "namespaces", ns, "pods"]) => {
-            collection(shared, method, Kind::Pod, on(Some(ns)))
+            collection(shared, method, stored(Kind::Pod), on(Some(ns)))
         }
         (
             _,
             ["api", "v1", "namespaces", ns, "pods", name]
             | ["api", "v1", "namespaces", ns, "pods", name, "status"],
-        ) => object(shared, method, Kind::Pod, ns, name, content_type, body),
+        ) => object(
+            shared,
+            method,
+            stored(Kind::Pod),
+            ObjectKey::new(Kind::Pod, ns, name),
+            content_type,
+            body,
+        ),
         (_, ["api", "v1", "serviceaccounts"]) => {
-            collection(shared, method, Kind::ServiceAccount, on(None))
+            collection(shared, method, stored(Kind::ServiceAccount), on(None))
         }
         (_, ["api", "v1", "namespaces", ns, "serviceaccounts"]) => {
-            collection(shared, method, Kind::ServiceAccount, on(Some(ns)))
+            collection(shared, method, stored(Kind::ServiceAccount), on(Some(ns)))
         }
         (_, ["api", "v1", "namespaces", ns, "serviceaccounts", name]) => object(
             shared,
             method,
-            Kind::ServiceAccount,
-            ns,
-            name,
+            stored(Kind::ServiceAccount),
+            ObjectKey::new(Kind::ServiceAccount, ns, name),
+            content_type,
+            body,
+        ),
+        (_, ["api", "v1", "events"]) => collection(shared, method, Resource::CoreEvents, on(None)),
+        (_, ["api", "v1", "namespaces", ns, "events"]) => {
+            collection(shared, method, Resource::CoreEvents, on(Some(ns)))
+        }
+        (_, ["api", "v1", "namespaces", ns, "events", name]) => object(
+            shared,
+            method,
+            Resource::CoreEvents,
+            ObjectKey::new(Kind::Event, ns, name),
+            content_type,
+            body,
+        ),
+        (_, ["apis", "events.k8s.io", "v1", "events"]) => {
+            collection(shared, method, stored(Kind::Event), on(None))
+        }
+        (_, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+            collection(shared, method, stored(Kind::Event), on(Some(ns)))
+        }
+        (
+            _,
+            [
+                "apis",
+                "events.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "events",
+                name,
+            ],
+        ) => object(
+            shared,
+            method,
+            stored(Kind::Event),
+            ObjectKey::new(Kind::Event, ns, name),
             content_type,
             body,
         ),
@@ -224,10 +271,14 @@ struct OnCollection<'a> {
     body: &'a Bytes,
 }
 
+fn stored(kind: Kind) -> Resource {
+    Resource::Stored(kind)
+}
+
 fn collection(
     shared: &Shared,
     method: &Method,
-    kind: Kind,
+    resource: Resource,
     request: OnCollection<'_>,
 ) -> Result<Reply, ApiError> {
     let OnCollection {
@@ -238,8 +289,10 @@ fn collection(
     } = request;
     match *method {
         Method::GET => {
-            let selector =
-                FieldSelector::parse(kind, query.get("fieldSelector").map_or("", String::as_str))?;
+            let selector = FieldSelector::parse(
+                resource,
+                query.get("fieldSelector").map_or("", String::as_str),
+            )?;
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 let since = match query.get("resourceVersion").map(String::as_str) {
                     None | Some("") | Some("0") => None,
@@ -257,7 +310,7 @@ fn collection(
                     .unwrap_or(1800u64)
                     .clamp(1, 3600);
                 return Ok(Reply::Watch(WatchRequest {
-                    kind,
+                    resource,
                     namespace: namespace.map(str::to_string),
                     selector,
                     since,
@@ -268,7 +321,7 @@ fn collection(
                     form: Form::Full,
                 }));
             }
-            let (items, version) = shared.state().list(kind, namespace, &selector);
+            let (items, version) = shared.state().list(resource, namespace, &selector);
             let offset: usize = query
                 .get("continue")
                 .and_then(|c| c.parse().ok())
@@ -288,12 +341,16 @@ fn collection(
             Ok(Reply::Resource(
                 StatusCode::OK,
                 json!({
-                    "kind": format!("{}List", kind.name()), "apiVersion": "v1",
+                    "kind": format!("{}List", resource.kind().name()),
+                    "apiVersion": resource.api_version(),
                     "metadata": metadata, "items": page,
                 }),
             ))
         }
         Method::POST => {
+            let Resource::Stored(kind) = resource else {
+                return Err(read_only(method));
+            };
             let object: Value = parse_object(content_type, body)?;
             let name = object["metadata"]["name"]
                 .as_str()
@@ -321,13 +378,15 @@ fn collection(
 fn object(
     shared: &Shared,
     method: &Method,
-    kind: Kind,
-    namespace: &str,
-    name: &str,
+    resource: Resource,
+    key: ObjectKey,
     content_type: &str,
     body: &Bytes,
 ) -> Result<Reply, ApiError> {
-    let key = ObjectKey::new(kind, namespace, name);
+    let writes = matches!(*method, Method::PUT | Method::PATCH);
+    if writes && resource != Resource::Stored(key.kind) {
+        return Err(read_only(method));
+    }
     let value = match *method {
         Method::GET => shared.state().get(&key)?,
         Method::PUT => shared
@@ -354,7 +413,18 @@ fn object(
             ));
         }
     };
-    Ok(Reply::Resource(StatusCode::OK, value))
+    Ok(Reply::Resource(StatusCode::OK, resource.show(&value)))
+}
+
+/// Writes through an API that only reads (Events through core v1): a real
+/// server would take them; this one stores Events in the events.k8s.io form
+/// only.
+fn read_only(method: &Method) -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("{method} is not supported here: write Events through events.k8s.io/v1"),
+    )
 }
 
 /// Streams a watch: backlog from the history (or synthetic ADDED events for
@@ -371,7 +441,7 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
             let backlog = match watch.since {
                 None => Some(
                     state
-                        .list(watch.kind, watch.namespace.as_deref(), &watch.selector)
+                        .list(watch.resource, watch.namespace.as_deref(), &watch.selector)
                         .0
                         .into_iter()
                         .map(|object| line("ADDED", &watch.form.event_object(&object)))
@@ -420,7 +490,8 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
                             return;
                         }
                     }
-                    let bookmark = json!({"kind": watch.kind.name(), "apiVersion": "v1",
+                    let bookmark = json!({"kind": watch.resource.kind().name(),
+                        "apiVersion": watch.resource.api_version(),
                         "metadata": {"resourceVersion": version.to_string()}});
                     line("BOOKMARK", &watch.form.event_object(&bookmark))
                 }
@@ -443,14 +514,22 @@ fn watch_response(shared: Arc<Shared>, watch: WatchRequest) -> Response<Body> {
     response
 }
 
+/// A change as a watch sees it, if it is in the watch's scope: the object
+/// as the watched API shows it.
 fn event_line(watch: &WatchRequest, event: &StoredEvent) -> Option<Bytes> {
-    let in_scope = event.kind == watch.kind
+    let in_scope = event.kind == watch.resource.kind()
         && watch
             .namespace
             .as_deref()
-            .is_none_or(|ns| event.object["metadata"]["namespace"] == ns)
-        && watch.selector.matches(&event.object);
-    in_scope.then(|| line(event.event_type, &watch.form.event_object(&event.object)))
+            .is_none_or(|ns| event.object["metadata"]["namespace"] == ns);
+    if !in_scope {
+        return None;
+    }
+    let object = watch.resource.show(&event.object);
+    watch
+        .selector
+        .matches(&object)
+        .then(|| line(event.event_type, &watch.form.event_object(&object)))
 }
 
 fn line(event_type: &str, object: &Value) -> Bytes {
@@ -479,6 +558,7 @@ fn resource_list() -> Value {
             {"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get", "patch", "update"]},
             resource("namespaces", "Namespace", false, &["ns"], &all),
             resource("serviceaccounts", "ServiceAccount", true, &["sa"], &all),
+            resource("events", "Event", true, &["ev"], &all),
             {"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]},
         ],
@@ -489,6 +569,23 @@ fn authentication_group() -> Value {
     let version = json!({"groupVersion": "authentication.k8s.io/v1", "version": "v1"});
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": "authentication.k8s.io",
            "versions": [version], "preferredVersion": version})
+}
+
+fn events_group() -> Value {
+    let version = json!({"groupVersion": "events.k8s.io/v1", "version": "v1"});
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": "events.k8s.io",
+           "versions": [version], "preferredVersion": version})
+}
+
+fn events_resource_list() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "events.k8s.io/v1",
+        "resources": [
+            {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+             "shortNames": ["ev"]},
+        ],
+    })
 }
 
 fn authentication_resource_list() -> Value {

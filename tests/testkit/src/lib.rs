@@ -10,6 +10,12 @@
 //! kubectl's Tables, kube-rs's PartialObjectMetadata). Every namespace gets
 //! a `default` service account when it is created, as on a real cluster.
 //!
+//! It keeps Events as a real server does: written through
+//! `events.k8s.io/v1` (kube-rs's `Recorder`: a create, then a merge patch
+//! of `series` for each repeat) with a real server's validation, and read
+//! through that API or through core v1, converted, which is what `kubectl
+//! describe` and `kubectl get events` read (see the `events` module).
+//!
 //! It issues and checks service account tokens as a real API server does:
 //! TokenRequest (`kubectl create token`, pod-bound tokens with pod and node
 //! claims) and TokenReview (`authentication.k8s.io/v1`), with a real
@@ -21,6 +27,7 @@
 //! fail, reading the requests it saw, compacting history, stopping and
 //! restarting it.
 
+mod events;
 mod http_api;
 pub mod imds;
 mod media;
@@ -38,8 +45,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use store::State;
 pub use store::{ApiError, Kind, ObjectKey};
+use store::{FieldSelector, Resource, State};
 pub use tokens::{DEFAULT_AUDIENCE, TokenSpec};
 
 pub(crate) struct Shared {
@@ -245,6 +252,14 @@ impl ApiServer {
         self.shared
             .state()
             .get(&ObjectKey::new(kind, namespace, name))
+    }
+
+    /// The Events of a namespace as stored (`events.k8s.io/v1`, with their
+    /// `series`), in name order.
+    pub fn events(&self, namespace: &str) -> Vec<Value> {
+        let all = FieldSelector::default();
+        let resource = Resource::Stored(Kind::Event);
+        self.shared.state().list(resource, Some(namespace), &all).0
     }
 
     fn upsert(&self, kind: Kind, namespace: &str, name: &str, object: Value) -> Value {

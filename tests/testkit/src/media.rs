@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::events;
 use crate::store::ApiError;
 
 /// The form a reply's objects take.
@@ -151,13 +152,55 @@ fn metadata_list(list: &Value, version: &str) -> Value {
     })
 }
 
+/// A Table column: its name, its type, and its priority (1: shown by
+/// kubectl only with `-o wide`).
+#[derive(Clone, Copy)]
+struct Column(&'static str, &'static str, u8);
+
+const fn string(name: &'static str) -> Column {
+    Column(name, "string", 0)
+}
+
+const fn wide(name: &'static str) -> Column {
+    Column(name, "string", 1)
+}
+
 /// A kind's Table columns, and how a row's cells are read off an object.
-type Columns = (&'static [&'static str], fn(&Value) -> Vec<Value>);
+type Columns = (&'static [Column], fn(&Value) -> Vec<Value>);
+
+const POD_COLUMNS: &[Column] = &[
+    string("Name"),
+    string("Status"),
+    string("IP"),
+    string("Node"),
+    string("Role"),
+];
+
+const NAMESPACE_COLUMNS: &[Column] = &[string("Name"), string("Allowed roles")];
+
+const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
+    string("Name"),
+    Column("Secrets", "integer", 0),
+    string("Age"),
+];
+
+const EVENT_COLUMNS: &[Column] = &[
+    string("Last Seen"),
+    string("Type"),
+    string("Reason"),
+    string("Object"),
+    wide("Subobject"),
+    wide("Source"),
+    string("Message"),
+    wide("First Seen"),
+    Column("Count", "integer", 1),
+    wide("Name"),
+];
 
 /// kubectl's `get` asks for a `meta.k8s.io/v1` Table: name, phase, IP,
 /// node and the role annotation for pods; name and allowed roles for
 /// namespaces; name, secrets and age for service accounts, as a real
-/// server prints them.
+/// server prints them; and for Events a real server's columns.
 fn as_table(value: &Value) -> Option<Value> {
     let kind = value["kind"].as_str()?;
     let (singular, items) = match kind.strip_suffix("List") {
@@ -165,20 +208,16 @@ fn as_table(value: &Value) -> Option<Value> {
         None => (kind, vec![value.clone()]),
     };
     let (columns, cells): Columns = match singular {
-        "Pod" => (&["Name", "Status", "IP", "Node", "Role"], pod_cells),
-        "Namespace" => (&["Name", "Allowed roles"], namespace_cells),
-        "ServiceAccount" => (&["Name", "Secrets", "Age"], service_account_cells),
+        "Pod" => (POD_COLUMNS, pod_cells),
+        "Namespace" => (NAMESPACE_COLUMNS, namespace_cells),
+        "ServiceAccount" => (SERVICE_ACCOUNT_COLUMNS, service_account_cells),
+        "Event" => (EVENT_COLUMNS, event_cells),
         _ => return None,
     };
     let columns: Vec<Value> = columns
         .iter()
-        .map(|name| {
-            let kind = if *name == "Secrets" {
-                "integer"
-            } else {
-                "string"
-            };
-            json!({"name": name, "type": kind, "format": "", "description": "", "priority": 0})
+        .map(|Column(name, kind, priority)| {
+            json!({"name": name, "type": kind, "format": "", "description": "", "priority": priority})
         })
         .collect();
     let rows: Vec<Value> = items
@@ -225,17 +264,86 @@ fn namespace_cells(item: &Value) -> Vec<Value> {
 
 fn service_account_cells(item: &Value) -> Vec<Value> {
     let secrets = item["secrets"].as_array().map_or(0, Vec::len);
-    let age = item["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(|created| {
-            time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or_else(
-            || "<unknown>".to_string(),
-            |created| human_age(time::OffsetDateTime::now_utc() - created),
-        );
+    let age = age(&item["metadata"]["creationTimestamp"]);
     vec![text(item, "/metadata/name"), json!(secrets), json!(age)]
+}
+
+/// A real server's event row (`printEvent`), read off the core form:
+/// first seen is the first timestamp or else the event time, last seen the
+/// series' last observation or else the last timestamp or else first seen,
+/// the count the series' or else the event's or else 1.
+fn event_cells(item: &Value) -> Vec<Value> {
+    let event = events::as_core(item);
+    let first = match &event["firstTimestamp"] {
+        Value::String(_) => age(&event["firstTimestamp"]),
+        _ => age(&event["eventTime"]),
+    };
+    let last = if event["series"].is_object() {
+        age(&event["series"]["lastObservedTime"])
+    } else if event["lastTimestamp"].is_string() {
+        age(&event["lastTimestamp"])
+    } else {
+        first.clone()
+    };
+    let count = [&event["series"]["count"], &event["count"]]
+        .into_iter()
+        .find_map(|c| c.as_i64().filter(|c| *c > 0))
+        .unwrap_or(1);
+    let involved = &event["involvedObject"];
+    let kind = involved["kind"].as_str().unwrap_or_default().to_lowercase();
+    let object = match involved["name"].as_str().filter(|n| !n.is_empty()) {
+        Some(name) => format!("{kind}/{name}"),
+        None => kind,
+    };
+    let message = event["message"].as_str().unwrap_or_default().trim();
+    vec![
+        json!(last),
+        json!(plain(&event, "/type")),
+        json!(plain(&event, "/reason")),
+        json!(object),
+        json!(plain(&event, "/involvedObject/fieldPath")),
+        json!(event_source(&event)),
+        json!(message),
+        json!(first),
+        json!(count),
+        json!(plain(&event, "/metadata/name")),
+    ]
+}
+
+/// `formatEventSource`: component (or reporting controller), then `, `
+/// and the host (or reporting instance) if there is one.
+fn event_source(event: &Value) -> String {
+    let either = |first: &str, second: &str| {
+        let value = plain(event, first);
+        if value.is_empty() {
+            plain(event, second)
+        } else {
+            value
+        }
+    };
+    let component = either("/source/component", "/reportingComponent");
+    let instance = either("/source/host", "/reportingInstance");
+    if instance.is_empty() {
+        component.to_string()
+    } else {
+        format!("{component}, {instance}")
+    }
+}
+
+/// A string field, empty if absent.
+fn plain<'a>(item: &'a Value, pointer: &str) -> &'a str {
+    item.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// How long ago an RFC 3339 time was, as kubectl prints it; `<unknown>` if
+/// there is none.
+fn age(at: &Value) -> String {
+    at.as_str().and_then(events::parse_time).map_or_else(
+        || "<unknown>".to_string(),
+        |at| human_age(time::OffsetDateTime::now_utc() - at),
+    )
 }
 
 /// kubectl's short ages: `42s`, `3m12s`, `25m`, `5h3m`, `20h`, `3d`.

@@ -1,6 +1,6 @@
-//! The object store: pods, namespaces and service accounts as JSON, a global
-//! resourceVersion, an event history for watches to resume from, and
-//! compaction (410 Gone).
+//! The object store: pods, namespaces, service accounts and Events as
+//! JSON, a global resourceVersion, a history of changes for watches to
+//! resume from, and compaction (410 Gone).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -8,12 +8,17 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::events;
+
 /// Resource kinds this server knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Pod,
     Namespace,
     ServiceAccount,
+    /// Stored as `events.k8s.io/v1`; the core v1 API serves them converted
+    /// ([`Resource::CoreEvents`]).
+    Event,
 }
 
 impl Kind {
@@ -22,6 +27,15 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::ServiceAccount => "ServiceAccount",
+            Kind::Event => "Event",
+        }
+    }
+
+    /// The API version objects of the kind are stored (and written) in.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Event => "events.k8s.io/v1",
+            Kind::Pod | Kind::Namespace | Kind::ServiceAccount => "v1",
         }
     }
 
@@ -30,6 +44,16 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Namespace => "namespaces",
             Kind::ServiceAccount => "serviceaccounts",
+            Kind::Event => "events",
+        }
+    }
+
+    /// The resource as a real server's errors name it: `pods`, and for a
+    /// kind outside the core group, `events.events.k8s.io`.
+    fn qualified_plural(self) -> String {
+        match self.api_version().split_once('/') {
+            Some((group, _)) => format!("{}.{group}", self.plural()),
+            None => self.plural().to_string(),
         }
     }
 
@@ -37,17 +61,95 @@ impl Kind {
         self != Kind::Namespace
     }
 
-    /// The fields a real API server lets `fieldSelector` name for the kind.
-    fn selectable_fields(self) -> &'static [&'static str] {
+    /// A change to an object of the kind, checked (and normalized) as a
+    /// real server's validation would: `old` is the stored object on update.
+    fn admit(self, key: &ObjectKey, old: Option<&Value>, object: Value) -> Result<Value, ApiError> {
         match self {
-            Kind::Pod => &[
-                "metadata.name",
-                "metadata.namespace",
-                "spec.nodeName",
-                "status.phase",
+            Kind::Event => events::admit(&key.name, &key.namespace, old, object),
+            Kind::Pod | Kind::Namespace | Kind::ServiceAccount => Ok(object),
+        }
+    }
+}
+
+/// A kind as one API serves it. Objects are stored in one form; Events are
+/// served twice, as on a real server: as stored (`events.k8s.io/v1`) and
+/// through the core v1 API in its older shape, which kubectl reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Stored(Kind),
+    /// Events as core v1 `Event`s (read and delete only).
+    CoreEvents,
+}
+
+impl Resource {
+    pub fn kind(self) -> Kind {
+        match self {
+            Resource::Stored(kind) => kind,
+            Resource::CoreEvents => Kind::Event,
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Resource::Stored(kind) => kind.api_version(),
+            Resource::CoreEvents => "v1",
+        }
+    }
+
+    /// A stored object as this API shows it.
+    pub fn show(self, object: &Value) -> Value {
+        match self {
+            Resource::Stored(_) => object.clone(),
+            Resource::CoreEvents => events::to_core(object),
+        }
+    }
+
+    /// The fields a real API server lets `fieldSelector` name, each with
+    /// where it is read in the object as this API shows it.
+    fn selectable_fields(self) -> &'static [(&'static str, &'static str)] {
+        const NAME: (&str, &str) = ("metadata.name", "/metadata/name");
+        const NAMESPACE: (&str, &str) = ("metadata.namespace", "/metadata/namespace");
+        match self {
+            Resource::Stored(Kind::Pod) => &[
+                NAME,
+                NAMESPACE,
+                ("spec.nodeName", "/spec/nodeName"),
+                ("status.phase", "/status/phase"),
             ],
-            Kind::Namespace => &["metadata.name", "status.phase"],
-            Kind::ServiceAccount => &["metadata.name", "metadata.namespace"],
+            Resource::Stored(Kind::Namespace) => &[NAME, ("status.phase", "/status/phase")],
+            Resource::Stored(Kind::ServiceAccount) => &[NAME, NAMESPACE],
+            Resource::Stored(Kind::Event) => &[
+                NAME,
+                NAMESPACE,
+                ("regarding.kind", "/regarding/kind"),
+                ("regarding.namespace", "/regarding/namespace"),
+                ("regarding.name", "/regarding/name"),
+                ("regarding.uid", "/regarding/uid"),
+                ("regarding.apiVersion", "/regarding/apiVersion"),
+                ("regarding.resourceVersion", "/regarding/resourceVersion"),
+                ("regarding.fieldPath", "/regarding/fieldPath"),
+                ("reason", "/reason"),
+                ("reportingController", "/reportingController"),
+                ("type", "/type"),
+            ],
+            Resource::CoreEvents => &[
+                NAME,
+                NAMESPACE,
+                ("involvedObject.kind", "/involvedObject/kind"),
+                ("involvedObject.namespace", "/involvedObject/namespace"),
+                ("involvedObject.name", "/involvedObject/name"),
+                ("involvedObject.uid", "/involvedObject/uid"),
+                ("involvedObject.apiVersion", "/involvedObject/apiVersion"),
+                (
+                    "involvedObject.resourceVersion",
+                    "/involvedObject/resourceVersion",
+                ),
+                ("involvedObject.fieldPath", "/involvedObject/fieldPath"),
+                ("reason", "/reason"),
+                ("reportingComponent", "/reportingComponent"),
+                ("source", "/source/component"),
+                ("type", "/type"),
+            ],
         }
     }
 }
@@ -103,7 +205,7 @@ impl ApiError {
         ApiError::new(
             404,
             "NotFound",
-            format!("{} \"{name}\" not found", kind.plural()),
+            format!("{} \"{name}\" not found", kind.qualified_plural()),
         )
     }
 
@@ -146,14 +248,19 @@ impl State {
             .ok_or_else(|| ApiError::not_found(key.kind, &key.name))
     }
 
-    pub fn create(&mut self, key: ObjectKey, mut object: Value) -> Result<Value, ApiError> {
+    pub fn create(&mut self, key: ObjectKey, object: Value) -> Result<Value, ApiError> {
         if self.objects.contains_key(&key) {
             return Err(ApiError::new(
                 409,
                 "AlreadyExists",
-                format!("{} \"{}\" already exists", key.kind.plural(), key.name),
+                format!(
+                    "{} \"{}\" already exists",
+                    key.kind.qualified_plural(),
+                    key.name
+                ),
             ));
         }
+        let mut object = key.kind.admit(&key, None, object)?;
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.next_uid);
         self.next_uid += 1;
         let meta = metadata_mut(&mut object);
@@ -181,7 +288,7 @@ impl State {
     }
 
     /// Replaces an object; a resourceVersion in the body must match.
-    pub fn update(&mut self, key: ObjectKey, mut object: Value) -> Result<Value, ApiError> {
+    pub fn update(&mut self, key: ObjectKey, object: Value) -> Result<Value, ApiError> {
         let current = self.get(&key)?;
         let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
         if !sent.is_empty() && sent != current["metadata"]["resourceVersion"] {
@@ -190,11 +297,12 @@ impl State {
                 "Conflict",
                 format!(
                     "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
-                    key.kind.plural(),
+                    key.kind.qualified_plural(),
                     key.name
                 ),
             ));
         }
+        let mut object = key.kind.admit(&key, Some(&current), object)?;
         for field in ["uid", "creationTimestamp"] {
             metadata_mut(&mut object).insert(field.into(), current["metadata"][field].clone());
         }
@@ -204,8 +312,10 @@ impl State {
     /// JSON merge patch (RFC 7386); strategic merge patches are applied the
     /// same way, which is exact for the maps (annotations, labels) tests patch.
     pub fn patch(&mut self, key: ObjectKey, patch: &Value) -> Result<Value, ApiError> {
-        let mut object = self.get(&key)?;
+        let current = self.get(&key)?;
+        let mut object = current.clone();
         merge(&mut object, patch);
+        let object = key.kind.admit(&key, Some(&current), object)?;
         Ok(self.store(key, object, "MODIFIED"))
     }
 
@@ -237,22 +347,22 @@ impl State {
         self.history.clear();
     }
 
-    /// Matching objects in key order, with the version they are current at.
+    /// Matching objects in key order, as `resource` shows them, with the
+    /// version they are current at.
     pub fn list(
         &self,
-        kind: Kind,
+        resource: Resource,
         namespace: Option<&str>,
         selector: &FieldSelector,
     ) -> (Vec<Value>, u64) {
         let items = self
             .objects
             .iter()
-            .filter(|(key, object)| {
-                key.kind == kind
-                    && namespace.is_none_or(|ns| key.namespace == ns)
-                    && selector.matches(object)
+            .filter(|(key, _)| {
+                key.kind == resource.kind() && namespace.is_none_or(|ns| key.namespace == ns)
             })
-            .map(|(_, object)| object.clone())
+            .map(|(_, object)| resource.show(object))
+            .filter(|object| selector.matches(object))
             .collect();
         (items, self.resource_version)
     }
@@ -293,7 +403,7 @@ impl State {
             meta.remove("namespace");
         }
         object["kind"] = json!(key.kind.name());
-        object["apiVersion"] = json!("v1");
+        object["apiVersion"] = json!(key.kind.api_version());
         self.objects.insert(key.clone(), object.clone());
         self.record(key.kind, event_type, object.clone());
         object
@@ -358,14 +468,15 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `fieldSelector`: comma-separated `path=value`, `path==value`, `path!=value`.
+/// `fieldSelector`: comma-separated `field=value`, `field==value`,
+/// `field!=value`; each term kept as (JSON pointer, value, equal).
 #[derive(Clone, Debug, Default)]
 pub struct FieldSelector {
-    terms: Vec<(String, String, bool)>,
+    terms: Vec<(&'static str, String, bool)>,
 }
 
 impl FieldSelector {
-    pub fn parse(kind: Kind, text: &str) -> Result<Self, ApiError> {
+    pub fn parse(resource: Resource, text: &str) -> Result<Self, ApiError> {
         let mut terms = Vec::new();
         for term in text.split(',').filter(|t| !t.is_empty()) {
             let (field, value, equal) = if let Some((f, v)) = term.split_once("!=") {
@@ -381,23 +492,27 @@ impl FieldSelector {
                     format!("invalid field selector {term:?}"),
                 ));
             };
-            if !kind.selectable_fields().contains(&field) {
+            let Some((_, pointer)) = resource
+                .selectable_fields()
+                .iter()
+                .find(|(label, _)| *label == field)
+            else {
                 return Err(ApiError::new(
                     400,
                     "BadRequest",
                     format!("field label not supported: {field}"),
                 ));
-            }
-            terms.push((field.to_string(), value.to_string(), equal));
+            };
+            terms.push((*pointer, value.to_string(), equal));
         }
         Ok(FieldSelector { terms })
     }
 
+    /// Whether an object, as the selector's API shows it, is selected.
     pub fn matches(&self, object: &Value) -> bool {
-        self.terms.iter().all(|(field, value, equal)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
+        self.terms.iter().all(|(pointer, value, equal)| {
             let actual = object
-                .pointer(&pointer)
+                .pointer(pointer)
                 .and_then(Value::as_str)
                 .unwrap_or("");
             (actual == value) == *equal

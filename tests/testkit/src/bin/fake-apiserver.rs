@@ -1,7 +1,8 @@
 //! `fake-apiserver --listen 127.0.0.1:PORT`: the test API server as a
 //! process, for the demo and for poking at with kubectl (`get`, `annotate`,
 //! `create`, `delete` on pods, namespaces and service accounts; `create
-//! token`, whose tokens its TokenReview endpoint accepts).
+//! token`, whose tokens its TokenReview endpoint accepts; `describe` and
+//! `get events` for the Events an agent records).
 
 use std::time::Duration;
 
