@@ -28,7 +28,7 @@ pub struct ContainerEndpoint {
     /// without the port (bare only for port 80).
     hosts: Vec<String>,
     /// This node (`--node`): a token bound to a pod elsewhere is refused
-    /// before anything else is looked up.
+    /// before its pod is looked up.
     node: Option<String>,
 }
 
