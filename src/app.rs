@@ -68,6 +68,7 @@ impl AppError {
 }
 
 pub async fn run(config: Config) -> Result<(), AppError> {
+    let shutdown = shutdown_signal();
     for (flag, why) in &config.no_effect {
         info!(flag = %flag, why, "flag accepted for kube2iam compatibility; it has no effect in iamlet");
     }
@@ -235,7 +236,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         }
     }
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = shutdown => {}
         _ = servers.join_next() => warn!("a listener stopped; shutting down"),
     }
     let _ = stop_tx.send(true);
@@ -610,17 +611,23 @@ async fn kube_config(access: &KubeAccess) -> Result<kube::Config, AppError> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives while the agent
+/// is still starting (its probes may already answer) must not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut interrupt)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers; stop the agent with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received; shutting down"),
-        _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut interrupt)) = signals else {
+            warn!("cannot install signal handlers; stop the agent with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received; shutting down"),
+            _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+        }
     }
 }
