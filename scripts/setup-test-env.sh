@@ -4,7 +4,9 @@
 #    iptables (the kube2iam stand-in of the cut-over test) and prometheus
 #    (for promtool: the shipped alert rules are checked and unit-tested);
 #  - a project-local Python venv (.venv) with moto (STS/IAM/S3), awscli, boto3,
-#    and kubernetes-validate (offline schema checks of the manifests).
+#    kubernetes-validate (offline schema checks of the manifests) and
+#    helm-python-sdk (Helm's Go library, to render and lint the chart
+#    without a helm binary; Python >= 3.10).
 # kubectl and the Rust toolchain are expected on the machine already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +31,11 @@ fi
 command -v kubectl >/dev/null 2>&1 || { echo "setup: kubectl is required" >&2; exit 1; }
 
 venv=${IAMLET_TEST_VENV:-.venv}
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
-  echo "setup: creating $venv with moto, awscli, boto3 and kubernetes-validate"
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/aws" ] || [ ! -x "$venv/bin/kubernetes-validate" ] \
+  || ! "$venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
+  echo "setup: creating $venv with moto, awscli, boto3, kubernetes-validate and helm-python-sdk"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
     'moto[server]==5.2.5' 'awscli==1.46.3' 'boto3==1.44.5' 'botocore==1.44.5' \
-    'kubernetes-validate==1.37.0'
+    'kubernetes-validate==1.37.0' 'helm-python-sdk==0.2.2'
 fi
