@@ -62,28 +62,20 @@ struct RateLimit {
 
 impl Moto {
     pub async fn start() -> Moto {
-        let port = super::free_port();
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("iamlet-moto-{port}.log")))
-                .expect("moto log file");
-        let child = Command::new(super::venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start moto_server");
-        let direct_url = format!("http://127.0.0.1:{port}");
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let ready_url: hyper::Uri = format!("{direct_url}/moto-api/").parse().expect("URL");
-        super::eventually("moto to start", Duration::from_secs(30), || {
-            let client = client.clone();
-            let uri = ready_url.clone();
-            async move {
-                let response = client.get(uri).await.ok()?;
-                response.status().is_success().then_some(())
+        // A free port can be taken by another test's server between the
+        // probe and moto's bind (more likely the more tests start servers
+        // at once): moto then exits, and another port is tried.
+        let mut attempts = 0;
+        let (child, port, direct_url) = loop {
+            attempts += 1;
+            match Self::spawn_ready().await {
+                Ok(started) => break started,
+                Err(why) if attempts < 3 => {
+                    eprintln!("moto did not start ({why}); trying another port")
+                }
+                Err(why) => panic!("moto did not start after {attempts} attempts: {why}"),
             }
-        })
-        .await;
+        };
         let calls = Arc::new(Mutex::new(Vec::new()));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let fault = Arc::new(Mutex::new(StsFault::None));
@@ -142,6 +134,42 @@ impl Moto {
             delay.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+}
+
+impl Moto {
+    /// moto on a free port, once it answers; its process, port and URL.
+    async fn spawn_ready() -> Result<(Child, u16, String), String> {
+        let port = super::free_port();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("iamlet-moto-{port}.log")))
+                .expect("moto log file");
+        let mut child = Command::new(super::venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start moto_server");
+        let direct_url = format!("http://127.0.0.1:{port}");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let ready_url: hyper::Uri = format!("{direct_url}/moto-api/").parse().expect("URL");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("moto exited with {status} (port {port} taken?)"));
+            }
+            if let Ok(response) = client.get(ready_url.clone()).await
+                && response.status().is_success()
+            {
+                return Ok((child, port, direct_url));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer on port {port} within 45 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
