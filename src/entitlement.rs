@@ -174,20 +174,9 @@ impl Entitlements {
     /// one the pod watch may lift (index not ready or stale, caller not yet
     /// known or briefly claimed twice). Woken by every index change.
     pub async fn decide_waiting(&self, caller: &Caller, wait: Duration) -> Result<Grant, Refusal> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.store.subscribe();
-        loop {
-            changes.borrow_and_update();
-            let refusal = match self.decide_caller(caller) {
-                Ok(grant) => return Ok(grant),
-                Err(refusal) if refusal.may_lift() => refusal,
-                Err(refusal) => return Err(refusal),
-            };
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Err(refusal),
-            }
-        }
+        self.store
+            .wait_until(wait, || self.decide_caller(caller), Refusal::may_lift)
+            .await
     }
 
     /// The decision for every caller the index knows (each address, each

@@ -216,30 +216,31 @@ impl PodStore {
     /// ready, learn the IP, or settle a conflict. Woken by index changes, so
     /// a pod the watch reports while we wait is answered at once.
     pub async fn wait_for(&self, ip: IpAddr, wait: Duration) -> Result<PodView, LookupError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.subscribe();
-        loop {
-            changes.borrow_and_update();
-            let error = match self.lookup(ip) {
-                Ok(view) => return Ok(view),
-                Err(error) => error,
-            };
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Err(error),
-            }
-        }
+        self.wait_until(wait, || self.lookup(ip), |_| true).await
     }
 
     /// The live pod `key`, waiting up to `wait` as [`Self::wait_for`] does.
     pub async fn wait_for_pod(&self, key: &PodKey, wait: Duration) -> Result<PodView, LookupError> {
+        self.wait_until(wait, || self.lookup_pod(key), |_| true)
+            .await
+    }
+
+    /// `attempt` now, and again after every index change while it fails
+    /// with an error `retry` accepts, for at most `wait`; the last answer.
+    pub async fn wait_until<T, E>(
+        &self,
+        wait: Duration,
+        mut attempt: impl FnMut() -> Result<T, E>,
+        retry: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = self.subscribe();
         loop {
             changes.borrow_and_update();
-            let error = match self.lookup_pod(key) {
-                Ok(view) => return Ok(view),
-                Err(error) => error,
+            let error = match attempt() {
+                Ok(value) => return Ok(value),
+                Err(error) if retry(&error) => error,
+                Err(error) => return Err(error),
             };
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
