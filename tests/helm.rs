@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
 
+mod support;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,14 +15,10 @@ use std::time::Duration;
 
 use iamlet::config::{Config, Invocation, LogFormat};
 use serde_json::{Value, json};
+use support::manifest::{DOWNWARD, expanded_args};
 
 const KUBERNETES_VERSION: &str = "1.32.0";
 const NAMESPACE: &str = "kube-system";
-/// What the downward API gives on a node, for `$(VAR)` in args.
-const DOWNWARD: [(&str, &str); 2] = [
-    ("HOST_IP", "10.0.1.23"),
-    ("NODE_NAME", "ip-10-0-1-23.ec2.internal"),
-];
 const REGISTRY_IMAGE: &str = "registry.example.com/platform/iamlet";
 
 /// Renders each case with Helm's engine, as `helm template RELEASE CHART
@@ -85,16 +83,8 @@ fn chart() -> PathBuf {
     root().join("manifests/helm/iamlet")
 }
 
-/// The project's venv (scripts/setup-test-env.sh), with helm-python-sdk,
-/// PyYAML and kubernetes-validate.
-fn venv() -> PathBuf {
-    std::env::var_os("IAMLET_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv"))
-}
-
 fn python(script: &str, args: &[&str], stdin: &str) -> Vec<u8> {
-    let mut child = Command::new(venv().join("bin/python"))
+    let mut child = Command::new(support::venv().join("bin/python"))
         .arg("-c")
         .arg(script)
         .args(args)
@@ -102,7 +92,7 @@ fn python(script: &str, args: &[&str], stdin: &str) -> Vec<u8> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("no python in {}: {e}", venv().display()));
+        .unwrap_or_else(|e| panic!("no python in {}: {e}", support::venv().display()));
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -155,7 +145,7 @@ fn render_all(cases: &[Case]) -> Vec<Result<Render, String>> {
     assert_eq!(results.len(), cases.len());
     let files: Vec<&str> = results.iter().filter_map(|r| r["file"].as_str()).collect();
     if !files.is_empty() {
-        let validate = Command::new(venv().join("bin/kubernetes-validate"))
+        let validate = Command::new(support::venv().join("bin/kubernetes-validate"))
             .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
             .args(&files)
             .output()
@@ -272,33 +262,6 @@ impl Render {
             .iter()
             .find(|v| v["name"] == name)
     }
-}
-
-/// The container's args with `$(VAR)` expanded as the kubelet would, from
-/// values the downward API gives on a node.
-fn expanded_args(container: &Value) -> Vec<String> {
-    let declared: Vec<&str> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arg| {
-            let mut arg = arg.as_str().unwrap().to_string();
-            for (name, value) in DOWNWARD {
-                if arg.contains(&format!("$({name})")) {
-                    assert!(declared.contains(&name), "$({name}) used but not declared");
-                    arg = arg.replace(&format!("$({name})"), value);
-                }
-            }
-            assert!(!arg.contains("$("), "unexpanded variable in {arg}");
-            arg
-        })
-        .collect()
 }
 
 /// The args through the real binary's flag checks (they alone run when

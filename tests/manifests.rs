@@ -11,6 +11,7 @@ use std::process::Command;
 
 use iamlet::config::Invocation;
 use serde_json::Value;
+use support::manifest::expanded_args;
 
 const KUBERNETES_VERSION: &str = "1.32.0";
 
@@ -73,37 +74,6 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .iter()
         .find(|o| o["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind}"))
-}
-
-/// The container's args with `$(VAR)` expanded as the kubelet would, from
-/// values the downward API gives on a node.
-fn expanded_args(container: &Value) -> Vec<String> {
-    let downward = [
-        ("HOST_IP", "10.0.1.23"),
-        ("NODE_NAME", "ip-10-0-1-23.ec2.internal"),
-    ];
-    let declared: Vec<&str> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arg| {
-            let mut arg = arg.as_str().unwrap().to_string();
-            for (name, value) in downward {
-                if arg.contains(&format!("$({name})")) {
-                    assert!(declared.contains(&name), "$({name}) used but not declared");
-                    arg = arg.replace(&format!("$({name})"), value);
-                }
-            }
-            assert!(!arg.contains("$("), "unexpanded variable in {arg}");
-            arg
-        })
-        .collect()
 }
 
 #[test]

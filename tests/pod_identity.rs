@@ -12,84 +12,8 @@ use std::time::Duration;
 use iamlet_testkit::{TokenSpec, pod_with_service_account};
 use serde_json::json;
 use support::clients::{Reply, http_request};
-use support::{Agent, NODE, Node, eventually, free_port, role_arn, socket};
-
-const AUDIENCE: &str = "pods.eks.amazonaws.com";
-
-/// An agent whose container credentials endpoint listens on loopback.
-struct Endpoint {
-    agent: Agent,
-    port: u16,
-}
-
-impl Endpoint {
-    async fn start(node: &Node, extra: &[&str]) -> Endpoint {
-        let port = free_port();
-        let listen = format!("--container-credentials-listen=127.0.0.1:{port}");
-        let mut args = vec![listen.as_str()];
-        args.extend_from_slice(extra);
-        let agent = node.agent(&args).await;
-        let endpoint = Endpoint { agent, port };
-        // The endpoint binds beside the metadata listener, a moment later.
-        eventually("the endpoint listens", Duration::from_secs(10), || async {
-            endpoint.ask("127.0.0.1", None, &[]).await.ok().map(|_| ())
-        })
-        .await;
-        endpoint
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `GET /v1/credentials` from `source` with `token` and extra headers.
-    async fn ask(
-        &self,
-        source: &str,
-        token: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> Result<Reply, String> {
-        let host = self.host();
-        let mut headers: Vec<(&str, &str)> = vec![("host", host.as_str())];
-        if let Some(token) = token {
-            headers.push(("authorization", token));
-        }
-        headers.extend_from_slice(extra);
-        http_request(
-            source,
-            socket("127.0.0.1", self.port),
-            "GET",
-            "/v1/credentials",
-            &headers,
-        )
-        .await
-    }
-
-    async fn credentials(&self, source: &str, token: &str) -> Reply {
-        self.ask(source, Some(token), &[]).await.unwrap()
-    }
-}
-
-fn token(node: &Node, namespace: &str, account: &str, pod: &str) -> String {
-    node.api
-        .mint_token(
-            TokenSpec::new(namespace, account)
-                .pod(pod)
-                .audiences([AUDIENCE]),
-        )
-        .unwrap_or_else(|e| panic!("mint a token for {pod}: {}", e.message))
-}
-
-/// A refusal in the endpoint's error format: `{"code","message"}`.
-fn refusal(reply: &Reply) -> (u16, String, String) {
-    let body = reply.json();
-    assert!(body.get("AccessKeyId").is_none(), "{}", reply.body);
-    (
-        reply.status,
-        body["code"].as_str().unwrap_or_default().to_string(),
-        body["message"].as_str().unwrap_or_default().to_string(),
-    )
-}
+use support::container::{AUDIENCE, Endpoint, form, refusal, token};
+use support::{NODE, Node, eventually, role_arn, socket};
 
 #[tokio::test]
 async fn a_pods_token_gets_the_pods_role_in_the_pod_identity_format() {
@@ -561,11 +485,7 @@ async fn session_tags_reach_sts_as_eks_pod_identity_sets_them() {
         .into_iter()
         .find(|c| c.contains("RoleSessionName=team.tagged"))
         .expect("an AssumeRole for the pod");
-    let form: std::collections::HashMap<String, String> = call
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect();
+    let form = form(&call);
     let mut tags = std::collections::BTreeMap::new();
     for n in 1..=10 {
         if let Some(key) = form.get(&format!("Tags.member.{n}.Key")) {
@@ -629,25 +549,4 @@ async fn bad_session_tag_flags_are_refused_at_start() {
         stderr.contains("--container-credentials-listen"),
         "{stderr}"
     );
-}
-
-fn decode(text: &str) -> String {
-    let text = text.replace('+', " ");
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

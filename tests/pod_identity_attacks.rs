@@ -9,113 +9,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use iamlet_testkit::{Kind, TokenSpec, pod_with_service_account};
 use serde_json::json;
-use support::clients::{Reply, http_request};
-use support::relay::connect_from;
-use support::{Agent, NODE, Node, eventually, free_port, role_arn, socket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const AUDIENCE: &str = "pods.eks.amazonaws.com";
-const PATH: &str = "/v1/credentials";
-
-/// An agent whose container credentials endpoint listens on loopback.
-struct Endpoint {
-    agent: Agent,
-    port: u16,
-}
-
-impl Endpoint {
-    async fn start(node: &Node, extra: &[&str]) -> Endpoint {
-        let port = free_port();
-        let listen = format!("--container-credentials-listen=127.0.0.1:{port}");
-        let mut args = vec![listen.as_str()];
-        args.extend_from_slice(extra);
-        let agent = node.agent(&args).await;
-        let endpoint = Endpoint { agent, port };
-        eventually("the endpoint listens", Duration::from_secs(10), || async {
-            endpoint.ask("127.0.0.1", None, &[]).await.ok().map(|_| ())
-        })
-        .await;
-        endpoint
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn ask(
-        &self,
-        source: &str,
-        token: Option<&str>,
-        extra: &[(&str, &str)],
-    ) -> Result<Reply, String> {
-        let host = self.host();
-        let mut headers: Vec<(&str, &str)> = vec![("host", host.as_str())];
-        if let Some(token) = token {
-            headers.push(("authorization", token));
-        }
-        headers.extend_from_slice(extra);
-        http_request(
-            source,
-            socket("127.0.0.1", self.port),
-            "GET",
-            PATH,
-            &headers,
-        )
-        .await
-    }
-
-    async fn credentials(&self, source: &str, token: &str) -> Reply {
-        self.ask(source, Some(token), &[]).await.unwrap()
-    }
-
-    /// Exactly `request`'s bytes from `source`; the status and body of the
-    /// answer, `None` when the connection ended without one.
-    async fn raw(&self, source: &str, request: &[u8]) -> Option<(u16, String)> {
-        raw_request(source, self.port, request).await
-    }
-}
-
-async fn raw_request(source: &str, port: u16, request: &[u8]) -> Option<(u16, String)> {
-    let mut stream = connect_from(source.parse().unwrap(), socket("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream.write_all(request).await.ok()?;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-fn token(node: &Node, namespace: &str, account: &str, pod: &str) -> String {
-    node.api
-        .mint_token(
-            TokenSpec::new(namespace, account)
-                .pod(pod)
-                .audiences([AUDIENCE]),
-        )
-        .unwrap_or_else(|e| panic!("mint a token for {pod}: {}", e.message))
-}
-
-/// `{"code","message"}` of a refusal (and that it holds no credentials).
-fn refusal(reply: &Reply) -> (u16, String, String) {
-    let body = reply.json();
-    assert!(body.get("AccessKeyId").is_none(), "{}", reply.body);
-    (
-        reply.status,
-        body["code"].as_str().unwrap_or_default().to_string(),
-        body["message"].as_str().unwrap_or_default().to_string(),
-    )
-}
+use support::clients::http_request;
+use support::container::{AUDIENCE, Endpoint, PATH, form, refusal, token};
+use support::{NODE, Node, eventually, free_port, role_arn, socket};
 
 /// A string that looks like a projected token but that no API server
 /// issued (a forgery, or a token of another cluster).
@@ -1061,34 +961,6 @@ async fn a_deleted_service_account_takes_its_role_with_it() {
 // Session tags
 // ---------------------------------------------------------------------------
 
-fn form(call: &str) -> HashMap<String, String> {
-    call.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(text: &str) -> String {
-    let text = text.replace('+', " ");
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn sts_tag_value(value: &str) -> bool {
     value.chars().count() <= 256
         && value
@@ -1292,55 +1164,15 @@ async fn no_token_reaches_the_log_even_at_trace_level() {
     let node = Node::start().await;
     node.api.create_namespace("team", json!({}));
     node.add_pod("team", "api", "127.0.0.95", Some("reader"));
-    let port = free_port();
-    let container = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("iamlet.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_iamlet"))
-        .args([
-            "--host-ip=127.0.0.1".to_string(),
-            format!("--app-port={port}"),
-            format!("--metrics-port={port}"),
-            format!("--api-server={}", node.api.url()),
-            format!("--node={NODE}"),
-            format!("--metadata-addr={}", node.imds.addr),
-            format!("--base-role-arn=arn:aws:iam::{}:role/", support::ACCOUNT),
-            format!("--container-credentials-listen=127.0.0.1:{container}"),
-        ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("AWS_ACCESS_KEY_ID", "AKIDNODEIDENTITY0001")
-        .env("AWS_SECRET_ACCESS_KEY", "node-static-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &node.moto.url)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut endpoint = Endpoint::start_logging(&node, &[], "trace").await;
     let token = token(&node, "team", "default", "api");
-    let host = format!("127.0.0.1:{container}");
-    let reply = eventually("the endpoint answers", Duration::from_secs(20), || async {
-        let reply = http_request(
-            "127.0.0.95",
-            socket("127.0.0.1", container),
-            "GET",
-            PATH,
-            &[("host", &host), ("authorization", &token)],
-        )
-        .await
-        .ok()?;
-        (reply.status == 200).then_some(reply)
-    })
-    .await;
+    let reply = endpoint.credentials("127.0.0.95", &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
     let body = reply.json();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    // Stopped, so that every line it wrote is in the file.
+    assert!(endpoint.agent.terminate().success());
+    let log = endpoint.agent.logs();
+    assert!(log.contains("TRACE"), "not a trace-level log:\n{log}");
     let signature = token.rsplit('.').next().unwrap();
     for (what, needle) in [
         ("the token's signature", signature),

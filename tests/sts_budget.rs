@@ -18,6 +18,19 @@ fn ip(n: usize) -> String {
     format!("127.0.3.{}", n + 1)
 }
 
+/// 110 pods of this node, each with the role (one session each).
+fn add_role_pods(node: &Node) {
+    for n in 0..PODS {
+        node.api.put_pod(pod(
+            "default",
+            &format!("app-{n}"),
+            support::NODE,
+            &ip(n),
+            json!({"iam.amazonaws.com/role": "app-role"}),
+        ));
+    }
+}
+
 /// The most calls that arrived within any one second.
 fn busiest_second(arrivals: &[Instant]) -> usize {
     arrivals
@@ -38,15 +51,7 @@ async fn a_110_pod_node_start_stays_under_the_budget_and_every_pod_is_served() {
     // The account's limit, shared with every other node: the stand-in
     // throttles above 12 calls a second; the agent's default is 10.
     node.moto.throttle_above(12);
-    for n in 0..PODS {
-        node.api.put_pod(pod(
-            "default",
-            &format!("app-{n}"),
-            support::NODE,
-            &ip(n),
-            json!({"iam.amazonaws.com/role": "app-role"}),
-        ));
-    }
+    add_role_pods(&node);
     let started = Instant::now();
     let agent = node.agent(&[]).await;
 
@@ -124,15 +129,7 @@ async fn a_110_pod_node_start_stays_under_the_budget_and_every_pod_is_served() {
 async fn without_the_budget_the_same_start_is_throttled() {
     let node = Node::start().await;
     node.moto.throttle_above(12);
-    for n in 0..PODS {
-        node.api.put_pod(pod(
-            "default",
-            &format!("app-{n}"),
-            support::NODE,
-            &ip(n),
-            json!({"iam.amazonaws.com/role": "app-role"}),
-        ));
-    }
+    add_role_pods(&node);
     let _agent = node
         .agent(&["--sts-max-in-flight=0", "--sts-calls-per-second=0"])
         .await;

@@ -8,6 +8,9 @@ use std::time::Duration;
 use super::Node;
 use super::clients::{Reply, http_request};
 
+/// The agent's own debug lines, everyone else's warnings.
+pub const DEFAULT_LOG: &str = "warn,iamlet=debug";
+
 pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
@@ -18,19 +21,24 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits until it is ready (pods listed).
     pub async fn start(node: &Node, extra: &[&str]) -> Agent {
-        let mut agent = Self::spawn(node, extra);
+        Self::start_logging(node, extra, DEFAULT_LOG).await
+    }
+
+    /// [`Agent::start`] with `RUST_LOG` set to `filter`.
+    pub async fn start_logging(node: &Node, extra: &[&str], filter: &str) -> Agent {
+        let mut agent = Self::spawn(node, extra, filter);
         agent.wait_for("/readyz").await;
         agent
     }
 
     /// Starts the agent and waits only until it answers (`/healthz`).
     pub async fn start_unready(node: &Node, extra: &[&str]) -> Agent {
-        let mut agent = Self::spawn(node, extra);
+        let mut agent = Self::spawn(node, extra, DEFAULT_LOG);
         agent.wait_for("/healthz").await;
         agent
     }
 
-    fn spawn(node: &Node, extra: &[&str]) -> Agent {
+    fn spawn(node: &Node, extra: &[&str], filter: &str) -> Agent {
         let port = super::free_port();
         let addr = super::socket("127.0.0.1", port);
         let dir = tempfile::tempdir().expect("agent temp dir");
@@ -58,7 +66,7 @@ impl Agent {
             .env("AWS_ENDPOINT_URL", &node.moto.url)
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("RUST_LOG", "warn,iamlet=debug")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"))
             .spawn()

@@ -6,6 +6,8 @@
 
 pub mod agent;
 pub mod clients;
+pub mod container;
+pub mod manifest;
 pub mod moto;
 pub mod netns;
 pub mod relay;
