@@ -10,7 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KubeAccess};
@@ -128,6 +128,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         ContainerEndpoint::new(&settings.listen, reviews, config.node.clone())
     });
     let sts = AwsSts::from_environment(upstream.base_url()).await;
+    let node_sts = sts.clone();
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         env!("IAMLET_GIT_COMMIT"),
@@ -153,6 +154,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let guard = if config.iptables {
         let host_pods = cgroups.as_ref().and_then(|c| c.pod_tree_match().cloned());
         let guarded = install_rules(&config, host_pods).await?;
+        cut_bypassing_connections(guarded.targets).await;
         metrics.rules_installed.set(1);
         metrics.rules_managed.set(1);
         Some(firewall::spawn_guard(guarded, metrics.clone()))
@@ -162,12 +164,23 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if config.node.is_none() {
         warn!("no --node and no $NODE_NAME: watching every pod in the cluster");
     }
+    let client_for_startup = client.clone();
     let watchers = spawn_watchers(
         client,
         config.node.as_deref(),
         store.clone(),
         metrics.clone(),
     );
+    let startup = match (&config.startup_taint, &config.node) {
+        (Some(taint), Some(node)) => Some(crate::startup::spawn(crate::startup::Startup {
+            client: client_for_startup,
+            node: node.clone(),
+            taint: taint.clone(),
+            store: store.clone(),
+            sts: node_sts,
+        })),
+        _ => None,
+    };
     let warmer = spawn_warmer(entitlements.clone(), cache.clone());
     info!(listen = %config.listen, listen_other_family = ?config.listen_other_family,
         node = config.node.as_deref().unwrap_or("*"), version = crate::cli::LONG_VERSION, "iamlet serving");
@@ -243,6 +256,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     while servers.join_next().await.is_some() {}
     warmer.abort();
     flusher.abort();
+    if let Some(startup) = startup {
+        startup.abort();
+    }
     if let Some(task) = events_task {
         task.abort();
     }
@@ -447,6 +463,23 @@ async fn install_rules(
         host_pods,
         expected,
     })
+}
+
+/// Cuts pods' connections to the metadata addresses that were opened
+/// before the rules and so still reach the real service (see
+/// [`firewall::conntrack`]). A failure is said and the agent goes on: the
+/// rules hold for every new connection.
+pub async fn cut_bypassing_connections(targets: Targets) {
+    match tokio::task::spawn_blocking(move || firewall::cut_bypassing_connections(&targets)).await {
+        Ok(Ok(flushed)) => info!(
+            cut = flushed.deleted,
+            already_through_the_agent = flushed.kept,
+            "connections to the metadata service opened before the rules were cut"
+        ),
+        Ok(Err(error)) => error!(%error,
+            "cannot cut connections opened before the rules; any such connection keeps reaching the real metadata service until it closes"),
+        Err(error) => error!(%error, "the connection cut did not run"),
+    }
 }
 
 /// nft's own words ("you must be root") do not say what to change in a

@@ -52,13 +52,41 @@ pub struct Cli {
     pub logging: LogArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Run the agent (what iamlet does without a subcommand).
     Run,
     /// Remove iamlet's nftables rules and container credentials addresses from this node and exit
     /// (for uninstall hooks).
     Cleanup,
+    /// Ask this node's agent why a pod (NAMESPACE/NAME, or its address) gets the role it gets or
+    /// none, or (--role, --namespace) whether a namespace allows a role. Exits 0 when granted or
+    /// allowed, 1 when refused.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ExplainArgs {
+    /// The pod, as NAMESPACE/NAME or one of its IP addresses.
+    pub target: Option<String>,
+
+    /// A role (name or ARN, as an annotation carries it) to check against --namespace's
+    /// allow-list.
+    #[arg(long, requires = "namespace", conflicts_with = "target")]
+    pub role: Option<String>,
+
+    /// The namespace whose allow-list --role is checked against.
+    #[arg(long, requires = "role")]
+    pub namespace: Option<String>,
+
+    /// The agent to ask (http://HOST:PORT); defaults to --host-ip (or $HOST_IP) and
+    /// --metrics-port, where the agent on this node listens.
+    #[arg(long)]
+    pub agent: Option<String>,
+
+    /// Print the agent's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +367,17 @@ pub struct CredentialArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// The taint (KEY[=VALUE]:EFFECT) nodes are registered with until iamlet can answer: removed
+    /// from this node once the rules are in, connections that bypassed them are cut, the pod list
+    /// is applied and the node's credentials work. Empty: no taint is removed.
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_STARTUP_TAINT",
+        default_value = "iamlet.io/agent-not-ready:NoSchedule"
+    )]
+    pub startup_taint: String,
+
     /// Install the DNAT rule that sends pods' metadata traffic to the agent (needs --host-ip).
     #[arg(long, global = true, env = "IAMLET_IPTABLES", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]

@@ -115,6 +115,8 @@ pub struct Config {
     pub session_tags: Option<SessionTagging>,
     /// `--pod-events`: how often at most per pod and reason; `None`: off.
     pub pod_events: Option<Duration>,
+    /// `--startup-taint`; `None` when empty.
+    pub startup_taint: Option<crate::startup::StartupTaint>,
 }
 
 /// The container credentials endpoint (EKS Pod Identity's contract).
@@ -135,6 +137,12 @@ pub enum Invocation {
         log_format: LogFormat,
         log_level: tracing::Level,
     },
+    /// `iamlet explain`: ask the agent at `agent` about `query`.
+    Explain {
+        query: crate::explain::Query,
+        agent: String,
+        json: bool,
+    },
 }
 
 impl Invocation {
@@ -147,8 +155,8 @@ impl Invocation {
         T: Into<std::ffi::OsString> + Clone,
     {
         let matches = Cli::command().try_get_matches_from(args)?;
-        let cli = Cli::from_arg_matches(&matches)?;
-        match cli.command {
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        match cli.command.take() {
             Some(Command::Cleanup) => {
                 let (log_format, log_level) = log_settings(&cli)?;
                 Ok(Invocation::Cleanup {
@@ -156,6 +164,7 @@ impl Invocation {
                     log_level,
                 })
             }
+            Some(Command::Explain(args)) => explain_invocation(&cli, args, env),
             Some(Command::Run) | None => Ok(Invocation::Run(Box::new(Config::from_cli(
                 cli, &matches, env,
             )?))),
@@ -172,9 +181,9 @@ impl Config {
     {
         match Invocation::parse(args, env)? {
             Invocation::Run(config) => Ok(*config),
-            Invocation::Cleanup { .. } => Err(ConfigError::invalid(
+            Invocation::Cleanup { .. } | Invocation::Explain { .. } => Err(ConfigError::invalid(
                 "command",
-                "expected the agent, not cleanup",
+                "expected the agent, not a subcommand",
             )),
         }
     }
@@ -238,6 +247,13 @@ impl Config {
 
         let container = container_settings(&cli)?;
         let session_tags = session_tagging(&cli)?;
+        let startup_taint = match cli.node.startup_taint.trim() {
+            "" => None,
+            text => Some(
+                text.parse()
+                    .map_err(|why| ConfigError::invalid("startup-taint", why))?,
+            ),
+        };
 
         let no_effect = NO_EFFECT_FLAGS
             .iter()
@@ -298,8 +314,57 @@ impl Config {
                 .pod_identity
                 .pod_events
                 .then_some(cli.pod_identity.pod_event_interval),
+            startup_taint,
         })
     }
+}
+
+/// `iamlet explain`: what to ask, and where the agent listens.
+fn explain_invocation(
+    cli: &Cli,
+    args: crate::cli::ExplainArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    use crate::explain::Query;
+    let query = match (&args.target, args.role, args.namespace) {
+        (Some(target), None, None) => {
+            Query::target(target).map_err(|why| ConfigError::invalid("target", why))?
+        }
+        (None, Some(role), Some(namespace)) => {
+            let query = Query::Policy {
+                role: role.trim().to_string(),
+                namespace: namespace.trim().to_string(),
+            };
+            // The agent's own check, here, so a typo gets its answer at once.
+            Query::from_query_string(&query.to_query_string())
+                .map_err(|why| ConfigError::invalid("namespace", why))?
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                "target",
+                "give a pod (NAMESPACE/NAME or an IP address), or --role and --namespace",
+            ));
+        }
+    };
+    let agent = match args.agent {
+        Some(agent) => agent,
+        None => {
+            let host = Some(cli.server.host_ip.clone())
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| env("HOST_IP").filter(|v| !v.trim().is_empty()))
+                .unwrap_or_else(|| "127.0.0.1".to_string());
+            let first = host.split(',').next().unwrap_or("127.0.0.1").trim();
+            let ip: IpAddr = first.parse().map_err(|_| {
+                ConfigError::invalid("host-ip", format!("{first:?} is not an IP address"))
+            })?;
+            format!("http://{}", SocketAddr::new(ip, cli.server.metrics_port))
+        }
+    };
+    Ok(Invocation::Explain {
+        query,
+        agent,
+        json: args.json,
+    })
 }
 
 /// `--container-credentials-*`.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-pub use cache::{CacheSettings, CredentialCache};
+pub use cache::{CacheSettings, CacheState, CredentialCache};
 pub use gate::{StsGate, StsLimits, Urgency};
 pub use session::{SessionTagging, SessionTags, is_tag_char, session_name};
 pub use sts::{AssumeRole, AwsSts, StsError, StsErrorKind};

@@ -114,6 +114,10 @@ impl Entitlements {
         &self.store
     }
 
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     /// The role the caller at `caller` may have now, or why it may have none.
     pub fn decide(&self, caller: IpAddr) -> Result<Grant, Refusal> {
         let view = self
@@ -152,6 +156,12 @@ impl Entitlements {
                 self.grant(view)
             }
         }
+    }
+
+    /// The decision for a pod already looked up (by name, for `iamlet
+    /// explain`), as for a pod found by its address.
+    pub fn decide_view(&self, view: PodView) -> Result<Grant, Refusal> {
+        self.grant(view)
     }
 
     fn grant(&self, view: PodView) -> Result<Grant, Refusal> {

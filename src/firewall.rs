@@ -1,6 +1,7 @@
 //! The node's packet path: iamlet's own nftables table that sends pods'
 //! metadata traffic to the agent. Only this module runs `nft`.
 
+pub mod conntrack;
 mod guard;
 mod interfaces;
 pub mod link;
@@ -33,6 +34,20 @@ impl From<NftablesError> for FirewallError {
         };
         FirewallError::Nft(text)
     }
+}
+
+/// [`conntrack::flush_bypassing`] for the metadata addresses and the
+/// agent's DNAT targets.
+pub fn cut_bypassing_connections(
+    targets: &Targets,
+) -> Result<conntrack::Flushed, conntrack::ConntrackError> {
+    use std::net::{IpAddr, SocketAddr};
+    let metadata = [
+        SocketAddr::new(IpAddr::V4(METADATA_V4), METADATA_PORT),
+        SocketAddr::new(IpAddr::V6(METADATA_V6), METADATA_PORT),
+    ];
+    let agent: Vec<SocketAddr> = [targets.v4, targets.v6].into_iter().flatten().collect();
+    conntrack::flush_bypassing(&metadata, &agent)
 }
 
 /// Whether an install found rules of an earlier agent.

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             drop(logs);
             result
         }
+        Invocation::Explain { query, agent, json } => return explain(&query, &agent, json),
         Invocation::Run(config) => {
             let logs = iamlet::telemetry::init(&config.log_format, config.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -49,5 +50,37 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => ExitCode::from(error.exit_code()),
+    }
+}
+
+/// `iamlet explain`: 0 granted or allowed, 1 refused, 3 no answer.
+fn explain(query: &iamlet::explain::Query, agent: &str, json: bool) -> ExitCode {
+    use iamlet::explain::client;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("iamlet: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(client::ask(agent, query)) {
+        Ok(answer) => {
+            if json {
+                println!("{answer:#}");
+            } else {
+                println!("{}", client::render(&answer));
+            }
+            match client::outcome(&answer) {
+                client::Outcome::Entitled => ExitCode::SUCCESS,
+                client::Outcome::Refused => ExitCode::from(1),
+            }
+        }
+        Err(error) => {
+            eprintln!("iamlet explain: {error}");
+            ExitCode::from(3)
+        }
     }
 }

@@ -199,6 +199,94 @@ impl Resolver {
     }
 }
 
+/// Where a pod's role comes from, for `iamlet explain`: what
+/// [`Resolver::resolve`] chose and why, before any allow-list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleOrigin {
+    /// `None`: no annotation and no default role.
+    pub source: Option<RoleSource>,
+    /// The value as written (annotation) or the default role's ARN.
+    pub value: Option<String>,
+    /// The ARN the value names, or why it names none.
+    pub role: Option<Result<RoleArn, RoleError>>,
+}
+
+/// A namespace allow-list's verdict on a role, with the entry that decided.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum PolicyVerdict {
+    /// `--namespace-restrictions` is off: the allow-lists are not read.
+    Unrestricted,
+    Allowed {
+        entry: String,
+    },
+    NotAllowed {
+        entries: Vec<String>,
+    },
+    InvalidPolicy {
+        why: String,
+    },
+    /// The agent has not seen the namespace (or it does not exist).
+    UnknownNamespace,
+}
+
+impl Resolver {
+    /// Where `pod`'s role comes from; an unknown ServiceAccount (when it
+    /// would decide) is an error, as in [`Resolver::resolve`].
+    pub fn origin(
+        &self,
+        pod: &PodInfo,
+        account: Option<&ServiceAccountInfo>,
+    ) -> Result<RoleOrigin, RoleError> {
+        Ok(match self.choose(pod, account)? {
+            Some((value, source)) => RoleOrigin {
+                source: Some(source),
+                value: Some(value.to_string()),
+                role: Some(to_role_arn(value, self.base.as_ref())),
+            },
+            None => match &self.default_role {
+                Some(role) => RoleOrigin {
+                    source: Some(RoleSource::Default),
+                    value: Some(role.to_string()),
+                    role: Some(Ok(role.clone())),
+                },
+                None => RoleOrigin {
+                    source: None,
+                    value: None,
+                    role: None,
+                },
+            },
+        })
+    }
+
+    /// What `policy` (a namespace's allow-list, `None` when unknown) says
+    /// of `role`, and which entry said it.
+    pub fn verdict(&self, role: &RoleArn, policy: Option<&NamespacePolicy>) -> PolicyVerdict {
+        if self.restrictions.is_none() {
+            return PolicyVerdict::Unrestricted;
+        }
+        match policy {
+            None => PolicyVerdict::UnknownNamespace,
+            Some(NamespacePolicy::Invalid(why)) => {
+                PolicyVerdict::InvalidPolicy { why: why.clone() }
+            }
+            Some(policy) => match policy.deciding_entry(role, self.base.as_ref()) {
+                Some(entry) => PolicyVerdict::Allowed {
+                    entry: entry.to_string(),
+                },
+                None => PolicyVerdict::NotAllowed {
+                    entries: policy.entries().into_iter().map(str::to_string).collect(),
+                },
+            },
+        }
+    }
+
+    /// A role annotation's value (name or ARN) as the resolver reads it.
+    pub fn role_arn(&self, value: &str) -> Result<RoleArn, RoleError> {
+        to_role_arn(value.trim(), self.base.as_ref())
+    }
+}
+
 /// An annotation value is a full ARN or a name joined to the base ARN.
 pub fn to_role_arn(value: &str, base: Option<&BaseArn>) -> Result<RoleArn, RoleError> {
     if value.starts_with("arn:") {

@@ -589,7 +589,13 @@ fn a_kube2iam_values_file_upgrades_to_iamlet() {
     );
     let pod = render.pod();
     assert_eq!(pod["tolerations"][0]["key"], "dedicated");
-    assert_eq!(pod["tolerations"].as_array().unwrap().len(), 2);
+    // The values file's two, and the startup taint's: an agent that cannot
+    // land on a node registered with it could never take it off.
+    assert_eq!(pod["tolerations"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        pod["tolerations"][2],
+        json!({"key": "iamlet.io/agent-not-ready", "operator": "Exists", "effect": "NoSchedule"})
+    );
     assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     let template = &render.daemonset()["spec"]["template"]["metadata"];
@@ -939,8 +945,31 @@ fn every_value_has_its_visible_effect() {
             |r| {
                 assert_eq!(
                     r.pod()["tolerations"],
-                    json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}])
+                    json!([{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"},
+                           {"key": "iamlet.io/agent-not-ready", "operator": "Exists", "effect": "NoSchedule"}])
                 );
+            },
+        ),
+        option(
+            "startupTaint",
+            json!({"startupTaint": "example.com/boot=pending:NoExecute", "tolerations": []}),
+            |r| {
+                assert_eq!(
+                    r.config().startup_taint.unwrap().to_string(),
+                    "example.com/boot=pending:NoExecute"
+                );
+                assert_eq!(
+                    r.pod()["tolerations"],
+                    json!([{"key": "example.com/boot", "operator": "Exists", "effect": "NoExecute"}])
+                );
+            },
+        ),
+        option(
+            "startupTaint empty",
+            json!({"startupTaint": "", "tolerations": []}),
+            |r| {
+                assert_eq!(r.config().startup_taint, None);
+                assert!(r.pod().get("tolerations").is_none());
             },
         ),
         option(

@@ -200,6 +200,7 @@ fn the_daemonset_asks_for_only_what_it_needs() {
             {"apiGroups": [""], "resources": ["pods", "namespaces", "serviceaccounts"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
         ])
     );
     let binding = find(&objects, "ClusterRoleBinding");

@@ -14,6 +14,19 @@ use super::{CredentialKey, Credentials};
 use crate::clock::Clock;
 use crate::telemetry::Metrics;
 
+/// How long the last STS error for a key is shown by `iamlet explain`.
+const LAST_ERROR_MEMORY: Duration = Duration::from_secs(3600);
+
+/// What the cache holds for a key, for `iamlet explain`: times, never
+/// the credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheState {
+    /// (expiration, when fetched) of servable cached credentials.
+    pub cached: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    /// The last STS error (within the hour) and when it came.
+    pub last_error: Option<(StsError, std::time::SystemTime)>,
+}
+
 /// The shortest time an STS error is answered from memory.
 const MIN_ERROR_MEMORY: Duration = Duration::from_secs(1);
 
@@ -37,6 +50,9 @@ pub struct CredentialCache {
     sts: Arc<dyn AssumeRole>,
     entries: Cache<CredentialKey, Arc<Credentials>>,
     errors: Cache<CredentialKey, StsError>,
+    /// The last STS error per key and when it came, kept longer than
+    /// `errors` (which answers pods) for `iamlet explain`.
+    last_errors: Cache<CredentialKey, (StsError, std::time::SystemTime)>,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -104,6 +120,10 @@ impl CredentialCache {
             sts,
             entries,
             errors,
+            last_errors: Cache::builder()
+                .time_to_live(LAST_ERROR_MEMORY)
+                .max_capacity(10_000)
+                .build(),
             gate: StsGate::new(settings.sts_limits),
             settings,
             clock,
@@ -276,6 +296,20 @@ impl CredentialCache {
 
     async fn remember_error(&self, key: &CredentialKey, error: &StsError) {
         self.errors.insert(key.clone(), error.clone()).await;
+        self.last_errors
+            .insert(key.clone(), (error.clone(), self.clock.now()))
+            .await;
+    }
+
+    /// What is cached for `key`, and the last error in fetching it.
+    pub async fn state(&self, key: &CredentialKey) -> CacheState {
+        CacheState {
+            cached: self
+                .peek(key)
+                .await
+                .map(|credentials| (credentials.expiration, credentials.issued)),
+            last_error: self.last_errors.get(key).await,
+        }
     }
 }
 

@@ -114,6 +114,19 @@ impl AwsSts {
         }
     }
 
+    /// The node's own identity (`sts:GetCallerIdentity`, which every
+    /// principal may call): proof that the node's credentials resolve and
+    /// that STS accepts them.
+    pub async fn node_identity(&self) -> Result<String, StsError> {
+        let output = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.arn().unwrap_or("(no ARN)").to_string())
+    }
+
     async fn call(&self, key: &CredentialKey, duration: Duration) -> Result<Credentials, StsError> {
         let seconds = i32::try_from(duration.as_secs()).unwrap_or(i32::MAX);
         let mut request = self

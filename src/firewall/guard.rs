@@ -160,7 +160,12 @@ async fn run(
 
 enum Outcome {
     Intact,
-    Repaired { what: &'static str, took: Duration },
+    Repaired {
+        what: &'static str,
+        /// Connections cut that bypassed the agent meanwhile.
+        cut: usize,
+        took: Duration,
+    },
     Failed(FirewallError),
 }
 
@@ -184,10 +189,22 @@ fn check(guarded: &Guarded) -> Outcome {
         guarded.host_pods.as_ref(),
         Some(&guarded.expected),
     ) {
-        Ok(_) => Outcome::Repaired {
-            what,
-            took: started.elapsed(),
-        },
+        Ok(_) => {
+            // Connections opened while the table was gone reach the real
+            // service for as long as they live: cut them as at start.
+            let cut = match super::cut_bypassing_connections(&guarded.targets) {
+                Ok(flushed) => flushed.deleted,
+                Err(error) => {
+                    warn!(%error, "cannot cut connections opened while the rules were missing");
+                    0
+                }
+            };
+            Outcome::Repaired {
+                what,
+                cut,
+                took: started.elapsed(),
+            }
+        }
         Err(error) => Outcome::Failed(error),
     }
 }
@@ -198,9 +215,10 @@ fn record(metrics: &Metrics, outcome: &Outcome) {
             debug!("iamlet's nftables tables are intact");
             metrics.rules_installed.set(1);
         }
-        Outcome::Repaired { what, took } => {
+        Outcome::Repaired { what, cut, took } => {
             warn!(
                 change = what,
+                connections_cut = cut,
                 repair_ms = took.as_millis() as u64,
                 "iamlet's nftables table was changed by something else; written again"
             );

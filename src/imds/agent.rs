@@ -1,6 +1,7 @@
-//! The agent's own routes: liveness, readiness, metrics and `/debug/store`.
-//! None of them is reachable through the DNAT, and none but `/debug/store`
-//! (node-local callers only, with `--debug`) names a pod, role or address.
+//! The agent's own routes: liveness, readiness, metrics, `/debug/store`
+//! and `/explain`. None of them is reachable through the DNAT, and none but
+//! `/debug/store` (node-local callers only, with `--debug`) and `/explain`
+//! (node-local callers only) names a pod, role or address.
 
 use std::collections::BTreeMap;
 
@@ -100,5 +101,20 @@ impl MetadataService {
                 "cachedCredentials": self.cache.entry_count().await,
             }),
         )
+    }
+}
+
+impl MetadataService {
+    /// `iamlet explain`'s answer (see [`crate::explain`]); a question that
+    /// does not parse is a 400 saying why.
+    pub(super) async fn explain(&self, query: &str) -> Response<Body> {
+        match crate::explain::Query::from_query_string(query) {
+            Ok(query) => responses::json(
+                StatusCode::OK,
+                &crate::explain::explain(&query, &self.entitlements, &self.cache, self.clock.now())
+                    .await,
+            ),
+            Err(why) => responses::json(StatusCode::BAD_REQUEST, &json!({"error": why})),
+        }
     }
 }

@@ -129,7 +129,11 @@ impl MetadataService {
         })?;
         let label = route.label();
         let response = match route {
-            Route::Agent(agent) => self.agent_route(agent, caller, connection, listener).await,
+            Route::Agent(agent) => {
+                let query = request.uri().query();
+                self.agent_route(agent, query, caller, connection, listener)
+                    .await
+            }
             Route::Metadata(metadata) => match listener {
                 Listener::Metadata => self.metadata(metadata, request, caller, connection).await,
                 Listener::Metrics | Listener::ContainerCredentials => Err(Refusal::NotForCaller),
@@ -143,6 +147,7 @@ impl MetadataService {
     async fn agent_route(
         &self,
         route: AgentRoute,
+        query: Option<&str>,
         caller: IpAddr,
         connection: &Connection,
         listener: Listener,
@@ -157,10 +162,36 @@ impl MetadataService {
                 }
                 Listener::Metadata | Listener::ContainerCredentials => Err(Refusal::NotForCaller),
             },
-            AgentRoute::DebugStore if self.settings.debug && self.on_node(caller, connection) => {
+            // These name pods and roles: for the node's operators, never pods.
+            AgentRoute::DebugStore
+                if self.settings.debug && self.operator(caller, connection).await =>
+            {
                 Ok(self.debug_store().await)
             }
-            AgentRoute::DebugStore => Err(Refusal::NotForCaller),
+            AgentRoute::Explain if self.operator(caller, connection).await => {
+                Ok(self.explain(query.unwrap_or("")).await)
+            }
+            AgentRoute::DebugStore | AgentRoute::Explain => Err(Refusal::NotForCaller),
+        }
+    }
+
+    /// A caller on the node that is no pod: not an address a pod claims,
+    /// and (where cgroups can tell) not a socket of a hostNetwork pod,
+    /// unless of the agent's own pod (`kubectl exec` into it). A socket
+    /// the kernel cannot place is refused.
+    async fn operator(&self, caller: IpAddr, connection: &Connection) -> bool {
+        if !self.on_node(caller, connection) {
+            return false;
+        }
+        let Some(cgroups) = self.cgroups.clone() else {
+            return true;
+        };
+        let (peer, local) = (connection.peer, connection.local);
+        let placed = tokio::task::spawn_blocking(move || cgroups.pod_of_socket(peer, local)).await;
+        match placed {
+            Ok(Err(crate::identity::Unidentified::NotAPod(_))) => true,
+            Ok(Ok(uid)) => own_pod().is_some_and(|own| own == uid),
+            Ok(Err(_)) | Err(_) => false,
         }
     }
 
@@ -369,4 +400,17 @@ impl MetadataService {
             }
         }
     }
+}
+
+/// The pod the agent runs in, from its own cgroup (none outside a pod).
+fn own_pod() -> Option<crate::identity::PodUid> {
+    static OWN: std::sync::OnceLock<Option<crate::identity::PodUid>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        text.lines()
+            .filter_map(|line| line.splitn(3, ':').nth(2))
+            .find_map(crate::identity::pod_of)
+            .map(|pod| pod.uid)
+    })
+    .clone()
 }

@@ -1,7 +1,8 @@
 //! Request routing: a pure function from method, path and how the
 //! connection arrived to what the server does with the request.
 //!
-//! Agent routes (`/healthz`, `/readyz`, `/metrics`, `/debug/store`) and
+//! Agent routes (`/healthz`, `/readyz`, `/metrics`, `/debug/store`,
+//! `/explain`) and
 //! metadata routes are two enums, so the handler's dispatch is exhaustive
 //! and a route added later cannot fall through to the proxy. A connection
 //! that came through the DNAT gets metadata routes only.
@@ -33,6 +34,8 @@ pub enum AgentRoute {
     Readyz,
     Metrics,
     DebugStore,
+    /// `iamlet explain`'s questions (node callers only).
+    Explain,
 }
 
 /// What a pod asks of the metadata service.
@@ -128,6 +131,7 @@ impl Route<'_> {
             Route::Agent(AgentRoute::Readyz) => "readyz",
             Route::Agent(AgentRoute::Metrics) => "metrics",
             Route::Agent(AgentRoute::DebugStore) => "debug-store",
+            Route::Agent(AgentRoute::Explain) => "explain",
             Route::Metadata(MetadataRoute::Token) => "token",
             Route::Metadata(MetadataRoute::IamListing) => "iam",
             Route::Metadata(MetadataRoute::IamInfo) => "iam-info",
@@ -157,6 +161,7 @@ pub fn route<'a>(
             "/readyz" => Some(AgentRoute::Readyz),
             "/metrics" => Some(AgentRoute::Metrics),
             "/debug/store" => Some(AgentRoute::DebugStore),
+            "/explain" => Some(AgentRoute::Explain),
             _ => None,
         };
         if let Some(agent) = agent {

@@ -337,6 +337,17 @@ impl PodStore {
             .collect()
     }
 
+    /// One namespace's allow-list, `None` when the namespace is not known
+    /// (or namespaces are not watched).
+    pub fn namespace_policy(&self, namespace: &str) -> Option<Arc<NamespacePolicy>> {
+        self.read().namespaces.get(namespace)
+    }
+
+    /// The annotation keys pods, namespaces and ServiceAccounts are read with.
+    pub fn annotation_keys(&self) -> &AnnotationKeys {
+        &self.keys
+    }
+
     /// Namespace policies by name, for /debug/store.
     pub fn namespace_policies(&self) -> Vec<(String, Arc<NamespacePolicy>)> {
         let state = self.read();

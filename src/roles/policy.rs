@@ -69,19 +69,38 @@ impl NamespacePolicy {
     /// Whether a pod in this namespace may assume `role`. `base` is
     /// `--base-role-arn`: without it, relative entries match nothing.
     pub fn allows(&self, role: &RoleArn, base: Option<&BaseArn>) -> bool {
+        self.deciding_entry(role, base).is_some()
+    }
+
+    /// The first entry, as written, that admits `role`: what `iamlet
+    /// explain` names as the reason a role is allowed.
+    pub fn deciding_entry(&self, role: &RoleArn, base: Option<&BaseArn>) -> Option<&str> {
         match self {
-            NamespacePolicy::Invalid(_) => false,
+            NamespacePolicy::Invalid(_) => None,
             NamespacePolicy::Allows(patterns) => {
                 let relative = base.and_then(|base| role.relative_to(base));
-                patterns.iter().any(|pattern| {
-                    let subject = if pattern.matches_full_arn {
-                        Some(role.as_str())
-                    } else {
-                        relative
-                    };
-                    subject.is_some_and(|subject| pattern.is_match(subject))
-                })
+                patterns
+                    .iter()
+                    .find(|pattern| {
+                        let subject = if pattern.matches_full_arn {
+                            Some(role.as_str())
+                        } else {
+                            relative
+                        };
+                        subject.is_some_and(|subject| pattern.is_match(subject))
+                    })
+                    .map(|pattern| pattern.source.as_str())
             }
+        }
+    }
+
+    /// The entries as written (none for an invalid annotation).
+    pub fn entries(&self) -> Vec<&str> {
+        match self {
+            NamespacePolicy::Allows(patterns) => {
+                patterns.iter().map(|p| p.source.as_str()).collect()
+            }
+            NamespacePolicy::Invalid(_) => Vec::new(),
         }
     }
 

@@ -163,6 +163,9 @@ wins, as with kube2iam's Go flags).
 - "--session-source-identity=true"
 {{- end }}
 {{- end }}
+{{- if ne .Values.startupTaint "iamlet.io/agent-not-ready:NoSchedule" }}
+- {{ printf "--startup-taint=%v" .Values.startupTaint | quote }}
+{{- end }}
 {{- with .Values.podEvents }}
 {{- if not .enabled }}
 - "--pod-events=false"
@@ -200,5 +203,29 @@ httpGet:
 {{- with index $probe $key }}
 {{ $key }}: {{ . | int }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The tolerations: the values' own, and the startup taint's unless they
+already tolerate every taint (an agent that cannot land on a tainted node
+can never untaint it). */}}
+{{- define "iamlet.tolerations" -}}
+{{- $tolerations := .Values.tolerations | default list -}}
+{{- $all := false -}}
+{{- range $tolerations }}
+{{- if and (eq (toString .operator) "Exists") (not .key) (not .effect) }}
+{{- $all = true -}}
+{{- end }}
+{{- end }}
+{{- with .Values.startupTaint }}
+{{- if not $all }}
+{{- $effect := regexReplaceAll "^.*:" . "" -}}
+{{- $key := regexReplaceAll "[=:].*$" . "" -}}
+{{- $tolerations = append $tolerations (dict "key" $key "operator" "Exists" "effect" $effect) -}}
+{{- end }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}

@@ -1,0 +1,124 @@
+//! No bootstrap window: a node registered with the startup taint
+//! (`--startup-taint`) gets no ordinary pods until the agent can answer
+//! them, and the agent takes the taint off only then.
+//!
+//! "Can answer" is, in order: the DNAT rules are in and connections that
+//! bypassed them were cut (both done by [`crate::app`] before this task
+//! starts), the initial pod list is applied, and the node's own
+//! credentials work (`sts:GetCallerIdentity`, which needs no permission).
+//! Then one JSON patch removes the taint; a conflicting write is re-read
+//! and retried, other failures are retried with backoff, and a refusal
+//! (no RBAC, no such node) is said once and left to the operator.
+
+pub mod taint;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+pub use taint::{Removal, StartupTaint, TaintError};
+
+use crate::credentials::AwsSts;
+use crate::pods::PodStore;
+
+/// The longest pause between attempts (node credentials, patch failures).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Conflicts are retried at once (after a short random pause) this many
+/// times before they back off like any failure.
+const QUICK_CONFLICT_RETRIES: u32 = 10;
+
+/// What the startup task needs.
+pub struct Startup {
+    pub client: kube::Client,
+    pub node: String,
+    pub taint: StartupTaint,
+    pub store: Arc<PodStore>,
+    pub sts: AwsSts,
+}
+
+/// Waits for the agent to be able to answer, then removes the taint.
+pub fn spawn(startup: Startup) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        wait_for_index(&startup.store).await;
+        wait_for_node_credentials(&startup.sts).await;
+        remove(&startup.client, &startup.node, &startup.taint).await;
+    })
+}
+
+async fn wait_for_index(store: &PodStore) {
+    let mut changes = store.subscribe();
+    while !store.is_ready() {
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_node_credentials(sts: &AwsSts) {
+    let mut backoff = Backoff::default();
+    loop {
+        match sts.node_identity().await {
+            Ok(identity) => {
+                info!(%identity, "the node's own credentials work");
+                return;
+            }
+            Err(error) => {
+                let retry = backoff.next();
+                warn!(code = %error.code, message = %error.message, retry_s = retry.as_secs_f64(),
+                    "the node's own credentials do not work yet (sts:GetCallerIdentity); the startup taint stays");
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
+/// Removes the taint, retrying until it is gone or the API server refuses
+/// for good. Returns what the last attempt found.
+pub async fn remove(client: &kube::Client, node: &str, taint: &StartupTaint) -> Option<Removal> {
+    let mut conflicts = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        let pause = match taint::remove_once(client, node, taint).await {
+            Ok(Removal::Removed) => {
+                info!(%node, %taint, conflicts, "startup taint removed: the node now takes pods");
+                return Some(Removal::Removed);
+            }
+            Ok(Removal::Absent) => {
+                info!(%node, %taint, "the node does not carry the startup taint; nothing to remove");
+                return Some(Removal::Absent);
+            }
+            Err(TaintError::Refused(why)) => {
+                error!(%node, %taint, %why,
+                    "cannot remove the startup taint: iamlet needs get and patch on nodes (see docs/installation.md); pods will not be scheduled on this node until it is removed");
+                return None;
+            }
+            Err(TaintError::Conflict) if conflicts < QUICK_CONFLICT_RETRIES => {
+                conflicts += 1;
+                info!(%node, conflicts, "the node's taints changed meanwhile; reading them again");
+                Duration::from_millis(rand::random_range(0..100))
+            }
+            Err(error) => {
+                let retry = backoff.next();
+                warn!(%node, %taint, %error, retry_s = retry.as_secs_f64(), "cannot remove the startup taint yet");
+                retry
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Full-jitter exponential backoff from 1 s up to [`MAX_BACKOFF`].
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let ceiling = Duration::from_secs(1 << self.attempts.min(5)).min(MAX_BACKOFF);
+        self.attempts += 1;
+        ceiling.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
