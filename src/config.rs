@@ -28,6 +28,9 @@ pub enum ConfigError {
         flag: &'static str,
         other: &'static str,
     },
+    /// A subcommand's arguments that are no flag's value.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Clap(#[from] clap::Error),
 }
@@ -328,7 +331,7 @@ fn explain_invocation(
     use crate::explain::Query;
     let query = match (&args.target, args.role, args.namespace) {
         (Some(target), None, None) => {
-            Query::target(target).map_err(|why| ConfigError::invalid("target", why))?
+            Query::target(target).map_err(|why| ConfigError::Usage(format!("explain: {why}")))?
         }
         (None, Some(role), Some(namespace)) => {
             let query = Query::Policy {
@@ -340,9 +343,9 @@ fn explain_invocation(
                 .map_err(|why| ConfigError::invalid("namespace", why))?
         }
         _ => {
-            return Err(ConfigError::invalid(
-                "target",
-                "give a pod (NAMESPACE/NAME or an IP address), or --role and --namespace",
+            return Err(ConfigError::Usage(
+                "explain: give a pod (NAMESPACE/NAME or an IP address), or --role and --namespace"
+                    .to_string(),
             ));
         }
     };

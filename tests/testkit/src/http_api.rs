@@ -1,6 +1,6 @@
 //! The HTTP side: discovery, REST verbs on pods, namespaces, service
-//! accounts and Events (`events.k8s.io/v1`, and read through core v1),
-//! watch streams (one JSON event per line over a chunked response),
+//! accounts, nodes and Events (`events.k8s.io/v1`, and read through core
+//! v1), watch streams (one JSON event per line over a chunked response),
 //! TokenRequest and TokenReview.
 
 use std::collections::HashMap;
@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::media::Form;
-use crate::protobuf;
-use crate::store::{ApiError, FieldSelector, Kind, ObjectKey, Resource, StoredEvent};
+use crate::store::{ApiError, FieldSelector, Kind, ObjectKey, PatchType, Resource, StoredEvent};
 use crate::tokens::{self, Grant};
 use crate::{RecordedRequest, Shared};
+use crate::{nodes, protobuf};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -185,6 +185,20 @@ fn route(
             method,
             stored(Kind::Pod),
             ObjectKey::new(Kind::Pod, ns, name),
+            content_type,
+            body,
+        ),
+        (_, ["api", "v1", "nodes"]) => collection(shared, method, stored(Kind::Node), on(None)),
+        // Node PATCHes are recorded, and may be raced or failed on purpose.
+        (&Method::PATCH, ["api", "v1", "nodes", name]) => {
+            let node = nodes::patch(shared, name, content_type, body)?;
+            Ok(Reply::Resource(StatusCode::OK, node))
+        }
+        (_, ["api", "v1", "nodes", name]) => object(
+            shared,
+            method,
+            stored(Kind::Node),
+            ObjectKey::new(Kind::Node, "", name),
             content_type,
             body,
         ),
@@ -393,16 +407,10 @@ fn object(
             .state()
             .update(key, parse_object(content_type, body)?)?,
         Method::PATCH => {
-            let merge_like = content_type.starts_with("application/merge-patch+json")
-                || content_type.starts_with("application/strategic-merge-patch+json");
-            if !merge_like {
-                return Err(ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!("patch type {content_type:?} is not supported"),
-                ));
-            }
-            shared.state().patch(key, &parse_body(body)?)?
+            let patch_type = PatchType::from_content_type(content_type)?;
+            shared
+                .state()
+                .apply_patch(key, patch_type, &parse_body(body)?)?
         }
         Method::DELETE => shared.state().delete(&key)?,
         _ => {
@@ -559,6 +567,7 @@ fn resource_list() -> Value {
             resource("namespaces", "Namespace", false, &["ns"], &all),
             resource("serviceaccounts", "ServiceAccount", true, &["sa"], &all),
             resource("events", "Event", true, &["ev"], &all),
+            resource("nodes", "Node", false, &["no"], &all),
             {"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]},
         ],

@@ -1,14 +1,29 @@
 //! Test servers for iamlet: a small Kubernetes API server, and a fake
 //! upstream instance metadata service ([`imds`]).
 //!
-//! It speaks the real REST and watch protocol for pods, namespaces and
-//! service accounts, well enough for kube-rs watchers (metadata-only ones
-//! included) and for `kubectl get/annotate/create/delete`: discovery, list
-//! with pagination and field selectors, chunked watch streams with
-//! bookmarks and in-stream 410 errors, create, update, merge patch and
-//! delete, and the `Accept` forms a client may ask for (whole objects,
-//! kubectl's Tables, kube-rs's PartialObjectMetadata). Every namespace gets
-//! a `default` service account when it is created, as on a real cluster.
+//! It speaks the real REST and watch protocol for pods, namespaces,
+//! service accounts and nodes, well enough for kube-rs watchers
+//! (metadata-only ones included) and for `kubectl
+//! get/annotate/create/delete/patch/taint`: discovery, list with
+//! pagination and field selectors, chunked watch streams with bookmarks
+//! and in-stream 410 errors, create, update, delete, and the `Accept` forms
+//! a client may ask for (whole objects, kubectl's Tables, kube-rs's
+//! PartialObjectMetadata). Every namespace gets a `default` service account
+//! when it is created, as on a real cluster.
+//!
+//! Patches are applied as a real server applies them: merge patches,
+//! strategic merge patches (read as merge patches), and JSON patches (RFC
+//! 6902, all six operations, atomic), with a real server's answers: 422
+//! `Invalid` for a JSON patch that does not apply (a failed `test`
+//! included), 400 for one that is not a list of operations or that renames
+//! the object, 409 `Conflict` for a stale resourceVersion in the result.
+//!
+//! Nodes are cluster-scoped and carry taints, checked as a real server
+//! checks them, so an agent's removal of its startup taint can be tested:
+//! every node PATCH is recorded ([`NodePatch`]), and a test can slip
+//! another writer's change in just before the next patch
+//! ([`ApiServer::on_next_node_patch`]) or make patches fail
+//! ([`ApiServer::fail_node_patches`]).
 //!
 //! It keeps Events as a real server does: written through
 //! `events.k8s.io/v1` (kube-rs's `Recorder`: a create, then a merge patch
@@ -22,15 +37,17 @@
 //! server's checks and error words (see [`TokenSpec`] and the `tokens`
 //! module for the two deliberate differences: no expiry leeway, no cache).
 //!
-//! Tests drive it through [`ApiServer`]'s methods too: adding pods and
-//! service accounts, minting tokens of any lifetime, making TokenReview
+//! Tests drive it through [`ApiServer`]'s methods too: adding pods, nodes
+//! and service accounts, minting tokens of any lifetime, making TokenReview
 //! fail, reading the requests it saw, compacting history, stopping and
 //! restarting it.
 
 mod events;
 mod http_api;
 pub mod imds;
+mod json_patch;
 mod media;
+mod nodes;
 mod protobuf;
 mod store;
 mod tokens;
@@ -45,7 +62,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use store::{ApiError, Kind, ObjectKey};
+pub use nodes::NodePatch;
+pub use store::{ApiError, Kind, ObjectKey, PatchType};
 use store::{FieldSelector, Resource, State};
 pub use tokens::{DEFAULT_AUDIENCE, TokenSpec};
 
@@ -61,6 +79,9 @@ pub(crate) struct Shared {
     token_reviews: AtomicUsize,
     /// Set: TokenReview answers this HTTP status instead of reviewing.
     token_review_failure: Mutex<Option<u16>>,
+    /// Node PATCHes received, and the races and failures tests arranged.
+    /// Taken before `state` when both are held.
+    node_control: Mutex<nodes::Control>,
 }
 
 /// One request as the server saw it.
@@ -77,6 +98,12 @@ pub struct RecordedRequest {
 impl Shared {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn node_control(&self) -> MutexGuard<'_, nodes::Control> {
+        self.node_control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -108,6 +135,7 @@ impl ApiServer {
             signer: tokens::Signer::random(),
             token_reviews: AtomicUsize::new(0),
             token_review_failure: Mutex::new(None),
+            node_control: Mutex::new(nodes::Control::default()),
         });
         let server = ApiServer {
             shared: shared.clone(),
@@ -230,6 +258,7 @@ impl ApiServer {
         self.upsert(Kind::Pod, &namespace, &name, pod)
     }
 
+    /// A JSON merge patch, as a client's PATCH would apply it.
     pub fn patch(
         &self,
         kind: Kind,
@@ -237,9 +266,23 @@ impl ApiServer {
         name: &str,
         patch: Value,
     ) -> Result<Value, ApiError> {
+        self.patch_as(kind, namespace, name, PatchType::Merge, patch)
+    }
+
+    /// A patch of any type, with the checks and answers a client's PATCH
+    /// gets (a JSON patch that does not apply is an `Invalid` 422 whose
+    /// [`ApiError::cause`] says why). Not recorded as a node PATCH.
+    pub fn patch_as(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        patch: Value,
+    ) -> Result<Value, ApiError> {
         self.shared
             .state()
-            .patch(ObjectKey::new(kind, namespace, name), &patch)
+            .apply_patch(ObjectKey::new(kind, namespace, name), patch_type, &patch)
     }
 
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
@@ -252,6 +295,52 @@ impl ApiServer {
         self.shared
             .state()
             .get(&ObjectKey::new(kind, namespace, name))
+    }
+
+    /// Creates (or replaces) a Node as a kubelet registers it: labels
+    /// `kubernetes.io/hostname` and the platform's, `spec.taints` as given
+    /// (a JSON array of `{"key", "value"?, "effect"}`, checked as a real
+    /// server checks them), a Ready condition, addresses and capacity.
+    /// Returns the stored object. Panics if the taints are invalid.
+    pub fn create_node(&self, name: &str, taints: Value) -> Value {
+        self.upsert(Kind::Node, "", name, nodes::node_object(name, taints))
+    }
+
+    /// The stored Node, if there is one.
+    pub fn node(&self, name: &str) -> Option<Value> {
+        self.get(Kind::Node, "", name).ok()
+    }
+
+    /// Another writer (a controller, an admin's `kubectl taint`) replaces a
+    /// node's taints: a new resourceVersion and a MODIFIED watch event.
+    /// Panics if there is no such node or the taints are invalid.
+    pub fn set_node_taints(&self, name: &str, taints: Value) -> Value {
+        nodes::set_taints(&mut self.shared.state(), name, taints)
+            .unwrap_or_else(|e| panic!("setting the taints of node {name} failed: {}", e.message))
+    }
+
+    /// Every PATCH sent to a node so far, in the order applied, with its
+    /// answer (injected and other failures included).
+    pub fn node_patches(&self) -> Vec<NodePatch> {
+        self.shared.node_control().patches()
+    }
+
+    /// A writer racing the next PATCH of node `name`: just before that
+    /// patch is applied, the node's taints become `taints` (as through
+    /// [`ApiServer::set_node_taints`]), as if another controller wrote
+    /// between the client's read and its patch. A JSON patch whose `test`
+    /// guards the list it read then fails with 422; a merge patch
+    /// overwrites the other writer's change. One-shot; a patch refused by
+    /// [`ApiServer::fail_node_patches`] does not use it up.
+    pub fn on_next_node_patch(&self, name: &str, taints: Value) {
+        self.shared.node_control().race_next_patch(name, taints);
+    }
+
+    /// The next `count` node PATCHes answer `status` (a `Status` with a
+    /// real server's reason and words: 403 `Forbidden`, 409 `Conflict`,
+    /// 500 `InternalError`, ...) without being applied. `count` 0 cancels.
+    pub fn fail_node_patches(&self, status: u16, count: usize) {
+        self.shared.node_control().fail_patches(status, count);
     }
 
     /// The Events of a namespace as stored (`events.k8s.io/v1`, with their

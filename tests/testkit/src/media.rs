@@ -197,10 +197,23 @@ const EVENT_COLUMNS: &[Column] = &[
     wide("Name"),
 ];
 
+const NODE_COLUMNS: &[Column] = &[
+    string("Name"),
+    string("Status"),
+    string("Roles"),
+    string("Age"),
+    string("Version"),
+    wide("Internal-IP"),
+    wide("External-IP"),
+    wide("OS-Image"),
+    wide("Kernel-Version"),
+    wide("Container-Runtime"),
+];
+
 /// kubectl's `get` asks for a `meta.k8s.io/v1` Table: name, phase, IP,
 /// node and the role annotation for pods; name and allowed roles for
 /// namespaces; name, secrets and age for service accounts, as a real
-/// server prints them; and for Events a real server's columns.
+/// server prints them; and for Events and Nodes a real server's columns.
 fn as_table(value: &Value) -> Option<Value> {
     let kind = value["kind"].as_str()?;
     let (singular, items) = match kind.strip_suffix("List") {
@@ -212,6 +225,7 @@ fn as_table(value: &Value) -> Option<Value> {
         "Namespace" => (NAMESPACE_COLUMNS, namespace_cells),
         "ServiceAccount" => (SERVICE_ACCOUNT_COLUMNS, service_account_cells),
         "Event" => (EVENT_COLUMNS, event_cells),
+        "Node" => (NODE_COLUMNS, node_cells),
         _ => return None,
     };
     let columns: Vec<Value> = columns
@@ -307,6 +321,71 @@ fn event_cells(item: &Value) -> Vec<Value> {
         json!(first),
         json!(count),
         json!(plain(&event, "/metadata/name")),
+    ]
+}
+
+/// A real server's node row (`printNode`): the Ready condition's status
+/// (`Ready`, `NotReady`, `Unknown`), `,SchedulingDisabled` if cordoned, the
+/// roles its `node-role.kubernetes.io/` labels name, and the kubelet's
+/// version, addresses and platform.
+fn node_cells(item: &Value) -> Vec<Value> {
+    let ready = item["status"]["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+        .map(|ready| match ready["status"].as_str() {
+            Some("True") => "Ready",
+            Some("False") => "NotReady",
+            _ => "Unknown",
+        })
+        .unwrap_or("Unknown");
+    let mut status = ready.to_string();
+    if item["spec"]["unschedulable"] == true {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<&str> = item["metadata"]["labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(key, value)| {
+                    key.strip_prefix("node-role.kubernetes.io/")
+                        .filter(|role| !role.is_empty())
+                        .or_else(|| {
+                            (key == "kubernetes.io/role")
+                                .then(|| value.as_str())
+                                .flatten()
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort_unstable();
+    roles.dedup();
+    let roles = if roles.is_empty() {
+        "<none>".to_string()
+    } else {
+        roles.join(",")
+    };
+    let address = |kind: &str| {
+        item["status"]["addresses"]
+            .as_array()
+            .and_then(|addresses| addresses.iter().find(|a| a["type"] == kind))
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let info = |field: &str| text(item, &format!("/status/nodeInfo/{field}"));
+    vec![
+        text(item, "/metadata/name"),
+        json!(status),
+        json!(roles),
+        json!(age(&item["metadata"]["creationTimestamp"])),
+        info("kubeletVersion"),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        info("osImage"),
+        info("kernelVersion"),
+        info("containerRuntimeVersion"),
     ]
 }
 

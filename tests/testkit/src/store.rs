@@ -1,6 +1,8 @@
-//! The object store: pods, namespaces, service accounts and Events as
-//! JSON, a global resourceVersion, a history of changes for watches to
-//! resume from, and compaction (410 Gone).
+//! The object store: pods, namespaces, service accounts, Events and Nodes
+//! as JSON, a global resourceVersion, a history of changes for watches to
+//! resume from, and compaction (410 Gone). Writes check what a real server
+//! checks: a stale resourceVersion is a 409, and a patch (merge or JSON
+//! patch) may not rename or move the object it is sent to.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::events;
+use crate::{events, json_patch, nodes};
 
 /// Resource kinds this server knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,6 +21,8 @@ pub enum Kind {
     /// Stored as `events.k8s.io/v1`; the core v1 API serves them converted
     /// ([`Resource::CoreEvents`]).
     Event,
+    /// Cluster-scoped; its taints are checked as a real server checks them.
+    Node,
 }
 
 impl Kind {
@@ -28,6 +32,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Event => "Event",
+            Kind::Node => "Node",
         }
     }
 
@@ -35,7 +40,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Event => "events.k8s.io/v1",
-            Kind::Pod | Kind::Namespace | Kind::ServiceAccount => "v1",
+            Kind::Pod | Kind::Namespace | Kind::ServiceAccount | Kind::Node => "v1",
         }
     }
 
@@ -45,6 +50,7 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::ServiceAccount => "serviceaccounts",
             Kind::Event => "events",
+            Kind::Node => "nodes",
         }
     }
 
@@ -58,7 +64,7 @@ impl Kind {
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// A change to an object of the kind, checked (and normalized) as a
@@ -66,6 +72,7 @@ impl Kind {
     fn admit(self, key: &ObjectKey, old: Option<&Value>, object: Value) -> Result<Value, ApiError> {
         match self {
             Kind::Event => events::admit(&key.name, &key.namespace, old, object),
+            Kind::Node => nodes::admit(&key.name, object),
             Kind::Pod | Kind::Namespace | Kind::ServiceAccount => Ok(object),
         }
     }
@@ -118,6 +125,7 @@ impl Resource {
             ],
             Resource::Stored(Kind::Namespace) => &[NAME, ("status.phase", "/status/phase")],
             Resource::Stored(Kind::ServiceAccount) => &[NAME, NAMESPACE],
+            Resource::Stored(Kind::Node) => &[NAME],
             Resource::Stored(Kind::Event) => &[
                 NAME,
                 NAMESPACE,
@@ -190,6 +198,11 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    /// What went wrong, where `message` is a real server's generic words
+    /// (a JSON patch that does not apply is only "the server rejected our
+    /// request due to an error in our request"). Never sent: it is there
+    /// for tests and their failure messages.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -198,7 +211,26 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The same error, with the reason tests see and the wire does not.
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// A write against a stale resourceVersion (`metav1.NewConflict`).
+    pub fn conflict(kind: Kind, name: &str) -> Self {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                kind.qualified_plural()
+            ),
+        )
     }
 
     pub fn not_found(kind: Kind, name: &str) -> Self {
@@ -290,32 +322,54 @@ impl State {
     /// Replaces an object; a resourceVersion in the body must match.
     pub fn update(&mut self, key: ObjectKey, object: Value) -> Result<Value, ApiError> {
         let current = self.get(&key)?;
-        let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        if !sent.is_empty() && sent != current["metadata"]["resourceVersion"] {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
-                    key.kind.qualified_plural(),
-                    key.name
-                ),
-            ));
-        }
-        let mut object = key.kind.admit(&key, Some(&current), object)?;
+        check_version(&key, &current, &object)?;
+        self.replace(key, &current, object)
+    }
+
+    /// A PATCH as a real server applies it: to the current object, then
+    /// checked as an update whose body is the result. So a resourceVersion
+    /// the patch leaves in place always matches, one it sets must match (or
+    /// 409), and one it removes makes the write unconditional; the name and
+    /// namespace may not change (400).
+    pub fn apply_patch(
+        &mut self,
+        key: ObjectKey,
+        patch_type: PatchType,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let current = self.get(&key)?;
+        let object = match patch_type {
+            PatchType::Json => json_patch::apply(&current, patch).map_err(|e| match e {
+                json_patch::PatchError::Malformed(why) => ApiError::new(400, "BadRequest", why),
+                json_patch::PatchError::NotApplied(why) => ApiError::new(
+                    422,
+                    "Invalid",
+                    "the server rejected our request due to an error in our request",
+                )
+                .with_cause(why),
+            })?,
+            PatchType::Merge | PatchType::StrategicMerge => {
+                let mut object = current.clone();
+                merge(&mut object, patch);
+                object
+            }
+        };
+        check_identity(&key, &object)?;
+        check_version(&key, &current, &object)?;
+        self.replace(key, &current, object)
+    }
+
+    /// Stores a checked replacement; uid and creation time are the old ones.
+    fn replace(
+        &mut self,
+        key: ObjectKey,
+        current: &Value,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let mut object = key.kind.admit(&key, Some(current), object)?;
         for field in ["uid", "creationTimestamp"] {
             metadata_mut(&mut object).insert(field.into(), current["metadata"][field].clone());
         }
-        Ok(self.store(key, object, "MODIFIED"))
-    }
-
-    /// JSON merge patch (RFC 7386); strategic merge patches are applied the
-    /// same way, which is exact for the maps (annotations, labels) tests patch.
-    pub fn patch(&mut self, key: ObjectKey, patch: &Value) -> Result<Value, ApiError> {
-        let current = self.get(&key)?;
-        let mut object = current.clone();
-        merge(&mut object, patch);
-        let object = key.kind.admit(&key, Some(&current), object)?;
         Ok(self.store(key, object, "MODIFIED"))
     }
 
@@ -426,7 +480,93 @@ impl State {
     }
 }
 
-fn now_rfc3339() -> String {
+/// A resourceVersion in a written object is a precondition: it must be
+/// the current one.
+fn check_version(key: &ObjectKey, current: &Value, object: &Value) -> Result<(), ApiError> {
+    let sent = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if !sent.is_empty() && sent != current["metadata"]["resourceVersion"] {
+        return Err(ApiError::conflict(key.kind, &key.name));
+    }
+    Ok(())
+}
+
+/// A patched object must still be an object, named as the URL names it
+/// and in the URL's namespace, or a real server refuses the write.
+fn check_identity(key: &ObjectKey, object: &Value) -> Result<(), ApiError> {
+    if !object.is_object() || !(object["metadata"].is_object() || object["metadata"].is_null()) {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{} {:?} is invalid: patch: Invalid value: the patched object is not a {} (its metadata must be an object)",
+                key.kind.name(),
+                key.name,
+                key.kind.name()
+            ),
+        ));
+    }
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    if name != key.name {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                key.name
+            ),
+        ));
+    }
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("");
+    if key.kind.namespaced() && !namespace.is_empty() && namespace != key.namespace {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+/// How a PATCH body is read, by its `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    /// `application/json-patch+json`: RFC 6902.
+    Json,
+    /// `application/merge-patch+json`: RFC 7386.
+    Merge,
+    /// `application/strategic-merge-patch+json`, applied as a merge patch:
+    /// exact for maps (labels, annotations) and for lists a real server
+    /// replaces whole (`spec.taints`, which is what `kubectl taint` sends);
+    /// the `$patch` and `$setElementOrder` directives are not read.
+    StrategicMerge,
+}
+
+impl PatchType {
+    /// The patch type a `Content-Type` names (parameters ignored); others
+    /// get a real server's 415.
+    pub fn from_content_type(content_type: &str) -> Result<PatchType, ApiError> {
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match media_type.as_str() {
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchType::StrategicMerge),
+            _ => Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format ({content_type:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+                ),
+            )),
+        }
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()

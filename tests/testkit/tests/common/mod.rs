@@ -26,7 +26,24 @@ pub async fn call(
     accept: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let response = send(api, method, path, accept, body).await;
+    let body = body.map(|b| ("application/json", Bytes::from(b.to_string())));
+    reply(send(api, method, path, accept, body).await).await
+}
+
+/// A PATCH (or any request) with a body of the given content type, sent
+/// as is; the reply's status and JSON body.
+pub async fn send_body(
+    api: &ApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let body = Some((content_type, Bytes::from(body.to_string())));
+    reply(send(api, method, path, None, body).await).await
+}
+
+async fn reply(response: hyper::Response<hyper::body::Incoming>) -> (u16, Value) {
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
@@ -75,7 +92,7 @@ async fn send(
     method: &str,
     path: &str,
     accept: Option<&str>,
-    body: Option<Value>,
+    body: Option<(&str, Bytes)>,
 ) -> hyper::Response<hyper::body::Incoming> {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
@@ -85,10 +102,13 @@ async fn send(
     if let Some(accept) = accept {
         request = request.header("accept", accept);
     }
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let body = match body {
+        Some((content_type, body)) => {
+            request = request.header("content-type", content_type);
+            body
+        }
+        None => Bytes::new(),
+    };
     client
         .request(request.body(Full::new(body)).expect("request"))
         .await
