@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local demo (README): on a fresh machine, as root, installs what it
 # needs, builds iamlet, starts a simulated node in network namespaces and
-# replays the kube2iam tutorial against it: a pod without a role cannot list
-# the bucket, `kubectl annotate` grants the role, removing it revokes it.
+# replays the kube2iam tutorial against it: the node's startup taint comes
+# off once iamlet is ready, a pod without a role cannot list the bucket
+# (and `iamlet explain` says why), `kubectl annotate` grants the role,
+# removing it revokes it.
 # Everything it starts is removed at the end, also on failure or Ctrl-C.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/as-root.sh"
@@ -58,6 +60,14 @@ JSON
 kubectl create --validate=false -f "$state/app.json" >/dev/null
 run_kubectl get pods
 
+cat >"$state/node.json" <<'JSON'
+{"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"},
+ "spec":{"taints":[{"key":"iamlet.io/agent-not-ready","effect":"NoSchedule"}]}}
+JSON
+kubectl create --validate=false -f "$state/node.json" >/dev/null
+bold "The node registered with the startup taint: nothing is scheduled here until iamlet is ready"
+run_kubectl get node node-a -o jsonpath='{.spec.taints}'; echo
+
 bold "Starting iamlet on the node, as its DaemonSet would (kube2iam's flags)"
 set -a; . "$state/node-credentials.env"; set +a
 cmd=(iamlet --iptables=true --host-interface=br0 --host-ip=10.77.0.1 --app-port=8181
@@ -71,7 +81,14 @@ for _ in $(seq 1 100); do
   node curl -sf http://10.77.0.1:8181/readyz >/dev/null 2>&1 && break
   sleep 0.1
 done
-sed -e 's/^[^ ]* *//' "$state/iamlet.log" | grep -E "rules installed|serving" | cut -c1-160
+for _ in $(seq 1 100); do
+  grep -q "startup taint removed" "$state/iamlet.log" && break
+  sleep 0.1
+done
+sed -e 's/^[^ ]* *//' "$state/iamlet.log" \
+  | grep -E "rules installed|were cut|serving|credentials work|startup taint removed" | cut -c1-160
+echo "   (the taint came off only now: rules in, older connections cut, pods listed, node credentials working)"
+run_kubectl get node node-a -o jsonpath='{.spec.taints}'; echo
 
 bold "The DNAT rule iamlet installed in its own nftables table"
 show "node" "nft list table ip iamlet"
@@ -91,13 +108,20 @@ bold "3. Revoke it"
 run_kubectl annotate pod app iam.amazonaws.com/role-
 pod_aws s3 ls s3://team-bucket
 
-bold "4. What the pod can and cannot read from the metadata service"
+bold "4. Why does the pod get no role? Ask the node's agent"
+show "node" "iamlet explain default/app"
+node "$repo/target/debug/iamlet" explain default/app --agent=http://10.77.0.1:8181 || true
+show "node" "iamlet explain --role s3-reader --namespace default"
+node "$repo/target/debug/iamlet" explain --role s3-reader --namespace default \
+  --agent=http://10.77.0.1:8181 || true
+
+bold "5. What the pod can and cannot read from the metadata service"
 show "pod/app" "curl http://169.254.169.254/latest/meta-data/instance-id"
 in_pod curl -s http://169.254.169.254/latest/meta-data/instance-id; echo
 show "pod/app" "curl -w ' (%{http_code})' http://169.254.169.254/latest/user-data"
 in_pod curl -s -o /dev/null -w '(%{http_code})' http://169.254.169.254/latest/user-data; echo
 
-bold "5. Something flushes the node's ruleset: iamlet hears it and writes its table again"
+bold "6. Something flushes the node's ruleset: iamlet hears it and writes its table again"
 show "node" "nft flush ruleset"
 node nft flush ruleset
 sleep 0.5
@@ -107,7 +131,7 @@ grep -E "written again" "$state/iamlet.log" | sed -e 's/^[^ ]* *//' | cut -c1-16
 show "node" "curl -s http://10.77.0.1:8181/metrics | grep iamlet_rule"
 node curl -s http://10.77.0.1:8181/metrics | grep -E "^iamlet_rule"
 
-bold "6. A signed token instead of an address: the container credentials endpoint (EKS Pod Identity's)"
+bold "7. A signed token instead of an address: the container credentials endpoint (EKS Pod Identity's)"
 run_kubectl annotate pod app iam.amazonaws.com/role=s3-reader
 show "node" "kubectl create token default --audience pods.eks.amazonaws.com --bound-object-kind Pod --bound-object-name app"
 kubectl create token default --audience pods.eks.amazonaws.com --bound-object-kind Pod \

@@ -48,6 +48,19 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         ),
         (vec![], vec![], "--host-ip"),
         (
+            vec![
+                "--host-ip=10.0.0.1",
+                "--startup-taint=iamlet.io/agent-not-ready",
+            ],
+            vec![],
+            "--startup-taint",
+        ),
+        (
+            vec!["--host-ip=10.0.0.1"],
+            vec![("IAMLET_STARTUP_TAINT", "x:Sometimes")],
+            "--startup-taint",
+        ),
+        (
             vec!["--host-ip=10.0.0.1"],
             vec![("IAMLET_LOG_FORMAT", "xml")],
             "--log-format",

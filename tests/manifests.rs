@@ -418,3 +418,43 @@ spec:
     assert!(untouched.get("volumes").is_none(), "{untouched}");
     assert!(untouched["containers"][0].get("env").is_none());
 }
+
+/// The admission policy installation.md offers for narrowing the agent's
+/// node RBAC to its own node validates against the same schemas, and names
+/// the ServiceAccount the manifests create.
+#[test]
+fn the_documented_node_policy_validates() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/installation.md"))
+            .unwrap();
+    let block = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.contains("kind: ValidatingAdmissionPolicy\n"))
+        .expect("the policy in docs/installation.md");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), block).unwrap();
+    let validate = Command::new(support::venv().join("bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "the documented policy does not validate:\n{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    let base = render(
+        "base",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base"),
+    );
+    let account = find(&base, "ServiceAccount");
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        account["metadata"]["namespace"].as_str().unwrap(),
+        account["metadata"]["name"].as_str().unwrap()
+    );
+    assert!(block.contains(&format!("== \"{user}\"")), "{block}");
+}

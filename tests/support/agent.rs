@@ -38,7 +38,19 @@ impl Agent {
         agent
     }
 
+    /// [`Agent::start`] with more environment variables (they win over
+    /// the harness's own).
+    pub async fn start_with_env(node: &Node, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut agent = Self::spawn_with_env(node, extra, DEFAULT_LOG, env);
+        agent.wait_for("/readyz").await;
+        agent
+    }
+
     fn spawn(node: &Node, extra: &[&str], filter: &str) -> Agent {
+        Self::spawn_with_env(node, extra, filter, &[])
+    }
+
+    fn spawn_with_env(node: &Node, extra: &[&str], filter: &str, env: &[(&str, &str)]) -> Agent {
         let port = super::free_port();
         let addr = super::socket("127.0.0.1", port);
         let dir = tempfile::tempdir().expect("agent temp dir");
@@ -67,6 +79,7 @@ impl Agent {
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("RUST_LOG", filter)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"))
             .spawn()
