@@ -153,8 +153,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     metrics.cgroup_identity.set(i64::from(cgroups.is_some()));
     let guard = if config.iptables {
         let host_pods = cgroups.as_ref().and_then(|c| c.pod_tree_match().cloned());
-        let guarded = install_rules(&config, host_pods).await?;
-        cut_bypassing_connections(guarded.targets).await;
+        let guarded = install_rules(&config, host_pods, pods_connections(cgroups.clone())).await?;
+        cut_bypassing_connections(guarded.targets, guarded.cut.clone()).await;
         metrics.rules_installed.set(1);
         metrics.rules_managed.set(1);
         Some(firewall::spawn_guard(guarded, metrics.clone()))
@@ -416,7 +416,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 /// `iamlet_cgroup_identity`.
 fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
     match CgroupIdentity::probe(&config.cgroup_root) {
-        Ok(identity) => {
+        Ok(mut identity) => {
+            if let Some(agent) = identity.find_agent_pod() {
+                if identity.exempt_agent_pod(agent.clone()) {
+                    info!(pod_uid = %agent, "the agent's own pod is left out of the hostNetwork rules: its calls to the metadata service reach it");
+                } else if identity.pod_tree_match().is_some() {
+                    warn!(pod_uid = %agent,
+                        "the agent runs in a pod whose cgroup is not in the pod tree; if its own calls to the metadata service are caught by the hostNetwork rule, run it outside the tree or fix --cgroup-root");
+                }
+            }
             let host_pods = identity.pod_tree_match().cloned();
             info!(cgroup_root = %config.cgroup_root.display(), host_network_pods = host_pods.is_some(),
                 pod_tree = ?host_pods, "pods are identified by their cgroups as well as their addresses");
@@ -433,9 +441,28 @@ fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
     }
 }
 
+/// Which connections to the metadata service the cut may end: a pod's
+/// with a network of its own (its source is no address of the node), or,
+/// where cgroups tell, a hostNetwork pod's other than the agent's own.
+/// The node's own processes are never caught by the rules, so their
+/// connections are left alone.
+fn pods_connections(cgroups: Option<Arc<CgroupIdentity>>) -> firewall::conntrack::CutFilter {
+    Arc::new(move |source, destination| {
+        if !crate::identity::node_addresses().contains(&source.ip()) {
+            return true;
+        }
+        cgroups.as_ref().is_some_and(|cgroups| {
+            cgroups
+                .pod_of_socket(source, destination)
+                .is_ok_and(|pod| cgroups.agent_pod() != Some(&pod))
+        })
+    })
+}
+
 async fn install_rules(
     config: &Config,
     host_pods: Option<PodTreeMatch>,
+    cut: firewall::conntrack::CutFilter,
 ) -> Result<Guarded, AppError> {
     check_interfaces(&config.host_interface)?;
     let targets = Targets::new(
@@ -462,6 +489,7 @@ async fn install_rules(
         interfaces: config.host_interface.clone(),
         host_pods,
         expected,
+        cut,
     })
 }
 
@@ -469,8 +497,10 @@ async fn install_rules(
 /// before the rules and so still reach the real service (see
 /// [`firewall::conntrack`]). A failure is said and the agent goes on: the
 /// rules hold for every new connection.
-pub async fn cut_bypassing_connections(targets: Targets) {
-    match tokio::task::spawn_blocking(move || firewall::cut_bypassing_connections(&targets)).await {
+pub async fn cut_bypassing_connections(targets: Targets, cut: firewall::conntrack::CutFilter) {
+    match tokio::task::spawn_blocking(move || firewall::cut_bypassing_connections(&targets, &cut))
+        .await
+    {
         Ok(Ok(flushed)) => info!(
             cut = flushed.deleted,
             already_through_the_agent = flushed.kept,

@@ -40,6 +40,7 @@ impl From<NftablesError> for FirewallError {
 /// agent's DNAT targets.
 pub fn cut_bypassing_connections(
     targets: &Targets,
+    cut: &conntrack::CutFilter,
 ) -> Result<conntrack::Flushed, conntrack::ConntrackError> {
     use std::net::{IpAddr, SocketAddr};
     let metadata = [
@@ -47,7 +48,7 @@ pub fn cut_bypassing_connections(
         SocketAddr::new(IpAddr::V6(METADATA_V6), METADATA_PORT),
     ];
     let agent: Vec<SocketAddr> = [targets.v4, targets.v6].into_iter().flatten().collect();
-    conntrack::flush_bypassing(&metadata, &agent)
+    conntrack::flush_bypassing(&metadata, &agent, cut)
 }
 
 /// Whether an install found rules of an earlier agent.

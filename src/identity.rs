@@ -6,5 +6,7 @@ pub mod cgroups;
 pub mod sockdiag;
 
 pub use cgroup::{PodCgroup, PodUid, pod_of};
-pub use cgroups::{CgroupIdentity, PodTreeMatch, Unidentified, Unusable};
+pub use cgroups::{
+    CgroupIdentity, PodTreeMatch, Unidentified, Unusable, node_addresses, pod_from_environment,
+};
 pub use sockdiag::{SockDiagError, socket_cgroup};

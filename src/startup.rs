@@ -89,6 +89,11 @@ pub async fn remove(client: &kube::Client, node: &str, taint: &StartupTaint) -> 
                 info!(%node, %taint, "the node does not carry the startup taint; nothing to remove");
                 return Some(Removal::Absent);
             }
+            Err(TaintError::NoSuchNode(why)) => {
+                error!(%node, %why,
+                    "cannot remove the startup taint: no such node (is --node, or $NODE_NAME from the downward API, right?)");
+                return None;
+            }
             Err(TaintError::Refused(why)) => {
                 error!(%node, %taint, %why,
                     "cannot remove the startup taint: iamlet needs get and patch on nodes (see docs/installation.md); pods will not be scheduled on this node until it is removed");

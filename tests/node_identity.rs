@@ -246,3 +246,58 @@ fn a_flooding_host_network_pod_does_not_starve_another() {
     let (status, body) = curl_status(&node, Some(&batch));
     assert_eq!((status.as_str(), body.as_str()), ("200", "batch-role"));
 }
+
+/// The agent runs as a DaemonSet pod: its own process is in the pod tree
+/// the hostNetwork rule matches. Its own calls to the real metadata service
+/// (proxied paths, the node's credentials) must still reach that service,
+/// never itself.
+#[test]
+fn the_agent_in_a_pod_of_its_own_reaches_the_real_service() {
+    const AGENT_UID: &str = "9d2c4b6a-1e3f-4a5b-8c7d-0e1f2a3b4c5d";
+    let mut node = SimNode::up();
+    const APP_UID: &str = "3c9a7e52-5d41-4b8e-9f26-7a1b2c3d4e5f";
+    node.add_pod_with_uid("app", "10.77.0.10", APP_UID, Some("app-role"));
+    node.add_pod_cgroup(APP_UID);
+    let agent_cgroup = node.add_pod_cgroup(AGENT_UID);
+    node.add_host_network_pod("iamlet-x1", AGENT_UID, None);
+    let root = node.cgroup_root_flag();
+    // Inside the wrapper's mount namespace the hierarchy is at /sys/fs/cgroup.
+    let relative = agent_cgroup
+        .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
+        .unwrap();
+    let enter = format!(
+        "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
+        relative.display()
+    );
+    // In a cgroup namespace of its own, as a container is: /proc/self/cgroup
+    // says "/", and no $POD_UID is set, so only the kernel's view of the
+    // agent's own sockets can tell which pod it is.
+    let mut wrapper = SimNode::cgroup_wrapper().to_vec();
+    wrapper.extend(["sh", "-c", &enter, "sh", "unshare", "-C"]);
+    node.start_agent_as(&wrapper, &[&root]);
+    let log = node.agent_log();
+    assert!(log.contains("identified by their cgroups"), "{log}");
+
+    let (code, body) = node.curl(
+        "app",
+        &["http://169.254.169.254/latest/meta-data/instance-id"],
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (0, "i-0123456789abcdef0"),
+        "{}",
+        node.agent_log()
+    );
+    let (_, role) = node.curl("app", &[CREDS_URL]);
+    assert_eq!(role, "app-role");
+    let log = node.agent_log();
+    assert!(
+        log.contains("the agent's own pod is left out of the hostNetwork rules")
+            && log.contains(&format!("pod_uid={AGENT_UID}")),
+        "{log}"
+    );
+    assert!(
+        node.ruleset()
+            .contains("the agent's own pod reaches the real service")
+    );
+}

@@ -75,6 +75,18 @@ fn a_connection_opened_before_the_agent_is_cut_before_the_taint_comes_off() {
         env!("CARGO_MANIFEST_DIR")
     );
     let held = node.spawn_in_pod("app", &["python3", &script, marker.to_str().unwrap(), "60"]);
+    // And so does a process of the node itself (kubelet, the CNI): the
+    // rules never catch it, and the cut must leave it alone.
+    let host_out = node.state_file("host-held.out");
+    let host_held = node.spawn_in_node(&[
+        "sh",
+        "-c",
+        &format!(
+            "python3 {script} {} 60 > {}",
+            marker.display(),
+            host_out.display()
+        ),
+    ]);
     std::thread::sleep(Duration::from_millis(500));
 
     node.start_agent(&[]);
@@ -125,6 +137,14 @@ fn a_connection_opened_before_the_agent_is_cut_before_the_taint_comes_off() {
         Some("new app-role"),
         "a new connection reaches the agent and gets the pod's role:\n{out}"
     );
+    node.wait_background(host_held, Duration::from_secs(30));
+    let host = std::fs::read_to_string(&host_out).unwrap();
+    assert!(
+        host.lines()
+            .any(|l| l.starts_with("held 1 ") && l.ends_with(REAL_ANSWER))
+            && host.lines().last() == Some("deadline"),
+        "the node's own connection kept reaching the real service:\n{host}"
+    );
     let log = node.agent_log();
     assert_eq!(
         log.matches("startup taint removed").count(),
@@ -152,4 +172,68 @@ fn a_node_without_the_taint_is_left_alone() {
         },
     );
     assert_eq!(taints(&node), json!([other]));
+}
+
+/// A hostNetwork pod's connection is the node's to the kernel's routing,
+/// but its socket is the pod's: it is cut like any pod's.
+#[test]
+fn a_host_network_pods_connection_is_cut_too() {
+    const HOST_UID: &str = "5a1f2e3d-4c5b-4a69-8877-665544332211";
+    let mut node = SimNode::up();
+    let cgroup = node.add_pod_cgroup(HOST_UID);
+    node.add_host_network_pod("web-agent", HOST_UID, Some("s3-reader"));
+    create_node(
+        &node,
+        json!([{"key": STARTUP_TAINT, "effect": "NoSchedule"}]),
+    );
+    node.in_node(&[
+        "nft",
+        "add table ip kube-proxy-standin; \
+         add chain ip kube-proxy-standin filter { type filter hook output priority 0; }; \
+         add rule ip kube-proxy-standin filter ct state established counter; \
+         add chain ip kube-proxy-standin nat { type nat hook output priority -100; }",
+    ]);
+    let marker = node.state_file("taint-gone");
+    let out = node.state_file("held.out");
+    let script = format!(
+        "{}/tests/e2e/held_connection.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let held = node.spawn_in_node_cgroup(
+        &cgroup,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "python3 {script} {} 60 > {}",
+                marker.display(),
+                out.display()
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let root = node.cgroup_root_flag();
+    node.start_agent_as(&SimNode::cgroup_wrapper(), &[&root]);
+    support::wait_until("the taint to come off", Duration::from_secs(30), || {
+        !has_startup_taint(&taints(&node))
+    });
+    std::fs::write(&marker, "").unwrap();
+    node.wait_background(held, Duration::from_secs(30));
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        lines.starts_with("held 0 ") && lines.lines().next().unwrap().ends_with(REAL_ANSWER),
+        "{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("held") && l.contains(" error ")),
+        "the hostNetwork pod's held connection was cut:\n{lines}\n{}",
+        node.agent_log()
+    );
+    assert_eq!(
+        lines.lines().last(),
+        Some("new s3-reader"),
+        "and its next connection reaches the agent:\n{lines}"
+    );
 }

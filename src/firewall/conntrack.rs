@@ -72,13 +72,19 @@ pub struct Flushed {
     pub kept: usize,
 }
 
+/// Whose connections a flush may cut, by original source and destination:
+/// pods', not the node's own processes' (which the rules never catch).
+pub type CutFilter = std::sync::Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
+
 /// Deletes the TCP entries whose original destination is one of
-/// `metadata` and whose replies do not come from one of `agent` (the DNAT
-/// targets): connections that reach the real service, or an address
-/// another agent's rules sent them to. Blocking: run it off the runtime.
+/// `metadata`, whose replies do not come from one of `agent` (the DNAT
+/// targets: they reach the real service, or an address another agent's
+/// rules sent them to) and that `cut` accepts. Blocking: run it off the
+/// runtime.
 pub fn flush_bypassing(
     metadata: &[SocketAddr],
     agent: &[SocketAddr],
+    cut: &CutFilter,
 ) -> Result<Flushed, ConntrackError> {
     let socket = open()?;
     let mut flushed = Flushed::default();
@@ -91,6 +97,12 @@ pub fn flush_bypassing(
             }
             if entry.reply_source.is_some_and(|from| is_agent(from, agent)) {
                 flushed.kept += 1;
+                continue;
+            }
+            if !entry
+                .original_source
+                .is_some_and(|from| cut(from, entry.original_destination))
+            {
                 continue;
             }
             if delete(&socket, family, &entry)? {
@@ -134,6 +146,7 @@ fn open() -> Result<OwnedFd, ConntrackError> {
 #[derive(Debug)]
 struct Entry {
     protocol: u8,
+    original_source: Option<SocketAddr>,
     original_destination: SocketAddr,
     reply_source: Option<SocketAddr>,
     /// `CTA_TUPLE_ORIG`'s payload, sent back as it came.
@@ -332,6 +345,7 @@ fn parse_entry(data: &[u8]) -> Result<Option<Entry>, ConntrackError> {
     };
     Ok(Some(Entry {
         protocol,
+        original_source: orig.source(),
         original_destination: destination,
         reply_source,
         original_tuple: original.to_vec(),
@@ -428,6 +442,10 @@ mod tests {
         put_attribute(&mut data, CTA_ID, &7u32.to_be_bytes());
         let entry = parse_entry(&data).unwrap().unwrap();
         assert_eq!(entry.protocol, IPPROTO_TCP);
+        assert_eq!(
+            entry.original_source,
+            Some("10.0.0.5:40000".parse().unwrap())
+        );
         assert_eq!(
             entry.original_destination,
             "169.254.169.254:80".parse().unwrap()

@@ -45,6 +45,8 @@ pub struct Guarded {
     /// Where the hostNetwork pods' rules match, when they are installed.
     pub host_pods: Option<PodTreeMatch>,
     pub expected: TableState,
+    /// Whose connections opened while the rules were missing are cut.
+    pub cut: super::conntrack::CutFilter,
 }
 
 /// How many times a write is tried before the guard reports failure and
@@ -192,7 +194,7 @@ fn check(guarded: &Guarded) -> Outcome {
         Ok(_) => {
             // Connections opened while the table was gone reach the real
             // service for as long as they live: cut them as at start.
-            let cut = match super::cut_bypassing_connections(&guarded.targets) {
+            let cut = match super::cut_bypassing_connections(&guarded.targets, &guarded.cut) {
                 Ok(flushed) => flushed.deleted,
                 Err(error) => {
                     warn!(%error, "cannot cut connections opened while the rules were missing");

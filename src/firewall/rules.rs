@@ -41,6 +41,7 @@ pub const DSTNAT_PRIORITY: i32 = -110;
 const FILTER_PRIORITY: i32 = 0;
 const DNAT_COMMENT: &str = "iamlet: pods' metadata traffic to the agent";
 const HOST_POD_DNAT_COMMENT: &str = "iamlet: hostNetwork pods' metadata traffic to the agent";
+const EXEMPT_COMMENT: &str = "iamlet: the agent's own pod reaches the real service";
 const HOST_POD_REJECT_COMMENT: &str =
     "iamlet: no agent listens in this family; hostNetwork pods are refused";
 pub const OUTPUT_CHAIN: &str = "output";
@@ -236,6 +237,18 @@ pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -
         };
         let matches =
             format!("{matcher} {protocol} daddr {metadata} tcp dport {METADATA_PORT} counter");
+        // The agent's own pod first: its calls to the real service go there.
+        let exempt: Vec<String> = tree
+            .exempt
+            .iter()
+            .map(|pod| {
+                format!(
+                    "socket cgroupv2 level {} \"{}\" {protocol} daddr {metadata} tcp dport {METADATA_PORT} counter return comment \"{EXEMPT_COMMENT}\"",
+                    pod.level,
+                    pod.path.replace('"', "")
+                )
+            })
+            .collect();
         text.push_str(&format!(
             "add table {name} {HOST_TABLE}\ndelete table {name} {HOST_TABLE}\nadd table {name} {HOST_TABLE}\n"
         ));
@@ -246,14 +259,30 @@ pub fn host_pod_rules(targets: &Targets, tree: &crate::identity::PodTreeMatch) -
                     SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
                 };
                 text.push_str(&format!(
-                    "add chain {name} {HOST_TABLE} {OUTPUT_CHAIN} {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n\
-                     add rule {name} {HOST_TABLE} {OUTPUT_CHAIN} {matches} dnat to {to} comment \"{HOST_POD_DNAT_COMMENT}\"\n"
+                    "add chain {name} {HOST_TABLE} {OUTPUT_CHAIN} {{ type nat hook output priority {DSTNAT_PRIORITY}; policy accept; }}\n"
+                ));
+                for rule in &exempt {
+                    text.push_str(&format!(
+                        "add rule {name} {HOST_TABLE} {OUTPUT_CHAIN} {rule}\n"
+                    ));
+                }
+                text.push_str(&format!(
+                    "add rule {name} {HOST_TABLE} {OUTPUT_CHAIN} {matches} dnat to {to} comment \"{HOST_POD_DNAT_COMMENT}\"\n"
                 ));
             }
-            None => text.push_str(&format!(
-                "add chain {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {{ type filter hook output priority {FILTER_PRIORITY}; policy accept; }}\n\
-                 add rule {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {matches} reject with tcp reset comment \"{HOST_POD_REJECT_COMMENT}\"\n"
-            )),
+            None => {
+                text.push_str(&format!(
+                    "add chain {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {{ type filter hook output priority {FILTER_PRIORITY}; policy accept; }}\n"
+                ));
+                for rule in &exempt {
+                    text.push_str(&format!(
+                        "add rule {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {rule}\n"
+                    ));
+                }
+                text.push_str(&format!(
+                    "add rule {name} {HOST_TABLE} {REJECT_OUTPUT_CHAIN} {matches} reject with tcp reset comment \"{HOST_POD_REJECT_COMMENT}\"\n"
+                ));
+            }
         }
     }
     text

@@ -56,6 +56,10 @@ pub struct PodTreeMatch {
     pub path: String,
     /// Its depth below the cgroup v2 root (`kubepods.slice` on a host: 1).
     pub level: usize,
+    /// Pod cgroups in the tree whose sockets the rules leave alone: the
+    /// agent's own pod (a DaemonSet pod is in the tree), whose calls to
+    /// the real metadata service must reach it, not the agent itself.
+    pub exempt: Vec<PodTreeMatch>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +80,8 @@ pub struct CgroupIdentity {
     /// The node's own addresses (those of the agent's network namespace),
     /// read again on a miss at most every [`ADDRESSES_AT_MOST`].
     addresses: Mutex<(HashSet<IpAddr>, Option<Instant>)>,
+    /// The pod the agent itself runs in, when it runs in one.
+    agent_pod: Option<PodUid>,
 }
 
 /// The least time between two readings of the node's addresses.
@@ -101,6 +107,7 @@ impl CgroupIdentity {
             map: Mutex::default(),
             walking: Mutex::new(()),
             addresses: Mutex::default(),
+            agent_pod: None,
         };
         identity.walk();
         Ok(identity)
@@ -110,6 +117,36 @@ impl CgroupIdentity {
     /// under `/sys/fs/cgroup` where nft looks for it.
     pub fn pod_tree_match(&self) -> Option<&PodTreeMatch> {
         self.tree.as_ref()
+    }
+
+    /// The pod the agent runs in: the pod whose cgroup holds a socket the
+    /// agent opens now (the kernel's word, whatever the cgroup namespace
+    /// shows in `/proc/self/cgroup`), else what the environment says
+    /// ([`pod_from_environment`]); `None` outside a pod.
+    pub fn find_agent_pod(&self) -> Option<PodUid> {
+        own_socket_cgroup()
+            .and_then(|id| self.pod_of_cgroup(id))
+            .or_else(pod_from_environment)
+    }
+
+    /// Records `uid` as the agent's own pod and leaves its sockets out of
+    /// the pod tree's match. False when the pod has no cgroup here to
+    /// leave out.
+    pub fn exempt_agent_pod(&mut self, uid: PodUid) -> bool {
+        let dir = self.lock().pod_dirs.get(&uid).cloned();
+        self.agent_pod = Some(uid);
+        let Some(exempt) = dir.as_deref().and_then(pod_tree_match) else {
+            return false;
+        };
+        if let Some(tree) = self.tree.as_mut() {
+            tree.exempt = vec![exempt];
+        }
+        true
+    }
+
+    /// The pod the agent runs in, once found.
+    pub fn agent_pod(&self) -> Option<&PodUid> {
+        self.agent_pod.as_ref()
     }
 
     /// Whether `ip` is one of the node's own addresses: a connection from
@@ -132,18 +169,7 @@ impl CgroupIdentity {
         if recent {
             return false;
         }
-        let now: HashSet<IpAddr> = nix::ifaddrs::getifaddrs()
-            .map(|all| {
-                all.filter_map(|a| {
-                    let address = a.address?;
-                    address
-                        .as_sockaddr_in()
-                        .map(|v4| IpAddr::V4(v4.ip()))
-                        .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-                })
-                .collect()
-            })
-            .unwrap_or_default();
+        let now = node_addresses();
         let found = now.contains(&ip);
         *self
             .addresses
@@ -250,8 +276,52 @@ fn is_pod_level(relative: &str) -> bool {
     pod_of(relative).is_some() && pod_of(parent).is_none()
 }
 
-/// `kubepods` relative to `/sys/fs/cgroup`, and its level in the cgroup v2
-/// hierarchy (found from the mount it lives on).
+/// The addresses of the agent's network namespace (the node's, on the
+/// host network).
+pub fn node_addresses() -> HashSet<IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|all| {
+            all.filter_map(|a| {
+                let address = a.address?;
+                address
+                    .as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cgroup id of a TCP socket this process opens now (a connection
+/// to itself on loopback): the cgroup it runs in.
+fn own_socket_cgroup() -> Option<u64> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).ok()?;
+    let server = listener.local_addr().ok()?;
+    let client = std::net::TcpStream::connect(server).ok()?;
+    let local = client.local_addr().ok()?;
+    crate::identity::socket_cgroup(local, server).ok().flatten()
+}
+
+/// The pod this process runs in by what it is told: `$POD_UID` (the
+/// downward API's `metadata.uid`, which the manifests set), else what
+/// `/proc/self/cgroup` names (nothing inside a cgroup namespace).
+pub fn pod_from_environment() -> Option<PodUid> {
+    if let Some(uid) = std::env::var("POD_UID")
+        .ok()
+        .and_then(|uid| PodUid::parse(uid.trim()))
+    {
+        return Some(uid);
+    }
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find_map(pod_of)
+        .map(|pod| pod.uid)
+}
+
+/// A cgroup (`kubepods`, or a pod's) relative to `/sys/fs/cgroup`, and its
+/// level in the cgroup v2 hierarchy (found from the mount it lives on).
 fn pod_tree_match(kubepods: &Path) -> Option<PodTreeMatch> {
     let path = kubepods.strip_prefix(NFT_CGROUP_ROOT).ok()?;
     let mount = cgroup2_mount_of(kubepods)?;
@@ -259,6 +329,7 @@ fn pod_tree_match(kubepods: &Path) -> Option<PodTreeMatch> {
     Some(PodTreeMatch {
         path: path.to_string_lossy().into_owned(),
         level,
+        exempt: Vec::new(),
     })
 }
 

@@ -187,10 +187,13 @@ impl MetadataService {
             return true;
         };
         let (peer, local) = (connection.peer, connection.local);
-        let placed = tokio::task::spawn_blocking(move || cgroups.pod_of_socket(peer, local)).await;
+        let placed = {
+            let cgroups = cgroups.clone();
+            tokio::task::spawn_blocking(move || cgroups.pod_of_socket(peer, local)).await
+        };
         match placed {
             Ok(Err(crate::identity::Unidentified::NotAPod(_))) => true,
-            Ok(Ok(uid)) => own_pod().is_some_and(|own| own == uid),
+            Ok(Ok(uid)) => cgroups.agent_pod() == Some(&uid),
             Ok(Err(_)) | Err(_) => false,
         }
     }
@@ -400,17 +403,4 @@ impl MetadataService {
             }
         }
     }
-}
-
-/// The pod the agent runs in, from its own cgroup (none outside a pod).
-fn own_pod() -> Option<crate::identity::PodUid> {
-    static OWN: std::sync::OnceLock<Option<crate::identity::PodUid>> = std::sync::OnceLock::new();
-    OWN.get_or_init(|| {
-        let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        text.lines()
-            .filter_map(|line| line.splitn(3, ':').nth(2))
-            .find_map(crate::identity::pod_of)
-            .map(|pod| pod.uid)
-    })
-    .clone()
 }

@@ -134,9 +134,12 @@ pub enum TaintError {
     /// The list changed between the read and the patch.
     #[error("the node's taints changed while they were being patched")]
     Conflict,
-    /// Not allowed, or no such node: retrying does not help.
+    /// Not allowed: retrying does not help until the RBAC is fixed.
     #[error("{0}")]
     Refused(String),
+    /// No such node: `--node` (or `$NODE_NAME`) is wrong.
+    #[error("{0}")]
+    NoSuchNode(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -197,7 +200,8 @@ fn classify(error: kube::Error) -> TaintError {
     match error {
         kube::Error::Api(status) => match status.code {
             409 | 422 => TaintError::Conflict,
-            401 | 403 | 404 => TaintError::Refused(format!(
+            404 => TaintError::NoSuchNode(status.message.clone()),
+            401 | 403 => TaintError::Refused(format!(
                 "{} ({}): {}",
                 status.code, status.reason, status.message
             )),

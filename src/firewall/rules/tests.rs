@@ -185,6 +185,7 @@ fn the_host_network_table_is_replaced_whole_in_each_family() {
     let tree = crate::identity::PodTreeMatch {
         path: "kubepods.slice".into(),
         level: 1,
+        exempt: Vec::new(),
     };
     let targets = Targets::new(["10.0.0.5:8181".parse().unwrap()]);
     let text = host_pod_rules(&targets, &tree);
