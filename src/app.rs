@@ -171,15 +171,18 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         store.clone(),
         metrics.clone(),
     );
-    let startup = match (&config.startup_taint, &config.node) {
-        (Some(taint), Some(node)) => Some(crate::startup::spawn(crate::startup::Startup {
-            client: client_for_startup,
-            node: node.clone(),
-            taint: taint.clone(),
-            store: store.clone(),
-            sts: node_sts,
-        })),
-        _ => None,
+    let (startup, startup_phase) = match (&config.startup_taint, &config.node) {
+        (Some(taint), Some(node)) => {
+            let (task, phase) = crate::startup::spawn(crate::startup::Startup {
+                client: client_for_startup,
+                node: node.clone(),
+                taint: taint.clone(),
+                store: store.clone(),
+                sts: node_sts,
+            });
+            (Some(task), Some(phase))
+        }
+        _ => (None, None),
     };
     let warmer = spawn_warmer(entitlements.clone(), cache.clone());
     info!(listen = %config.listen, listen_other_family = ?config.listen_other_family,
@@ -203,6 +206,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         ),
         container,
         events,
+        startup: startup_phase,
         settings,
     });
     let flusher = {

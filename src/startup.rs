@@ -15,6 +15,7 @@ pub mod taint;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -38,13 +39,49 @@ pub struct Startup {
     pub sts: AwsSts,
 }
 
-/// Waits for the agent to be able to answer, then removes the taint.
-pub fn spawn(startup: Startup) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// Where the startup task is, for `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    WaitingForPods,
+    WaitingForNodeCredentials,
+    Removing,
+    Removed,
+    /// The node did not carry it.
+    Absent,
+    /// Refused (RBAC) or no such node: the operator must act.
+    Failed,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::WaitingForPods => "waiting for the pod list",
+            Phase::WaitingForNodeCredentials => "waiting for the node's credentials",
+            Phase::Removing => "removing",
+            Phase::Removed => "removed",
+            Phase::Absent => "not on the node",
+            Phase::Failed => "cannot be removed (see the log)",
+        }
+    }
+}
+
+/// Waits for the agent to be able to answer, then removes the taint;
+/// `phase` says where it is.
+pub fn spawn(startup: Startup) -> (JoinHandle<()>, watch::Receiver<Phase>) {
+    let (phase, watched) = watch::channel(Phase::WaitingForPods);
+    let task = tokio::spawn(async move {
         wait_for_index(&startup.store).await;
+        phase.send_replace(Phase::WaitingForNodeCredentials);
         wait_for_node_credentials(&startup.sts).await;
-        remove(&startup.client, &startup.node, &startup.taint).await;
-    })
+        phase.send_replace(Phase::Removing);
+        let last = match remove(&startup.client, &startup.node, &startup.taint).await {
+            Some(Removal::Removed) => Phase::Removed,
+            Some(Removal::Absent) => Phase::Absent,
+            None => Phase::Failed,
+        };
+        phase.send_replace(last);
+    });
+    (task, watched)
 }
 
 async fn wait_for_index(store: &PodStore) {

@@ -60,6 +60,16 @@ async fn the_taint_comes_off_once_with_a_tested_patch() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(node.api.node_patches().len(), 1);
     assert!(agent.logs().contains("the node's own credentials work"));
+    assert_eq!(startup_phase(&agent).await, "removed");
+}
+
+/// Where `/readyz` says the taint's removal is.
+async fn startup_phase(agent: &Agent) -> String {
+    let ready = agent.get("127.0.0.1", "/readyz").await.json();
+    ready["startupTaint"]
+        .as_str()
+        .unwrap_or("(none)")
+        .to_string()
 }
 
 #[tokio::test]
@@ -103,6 +113,10 @@ async fn server_errors_are_retried_and_a_refusal_is_said_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(statuses(&refused), [403], "no retry against RBAC");
     assert_eq!(taints(&refused), json!([startup()]), "the taint stays");
+    assert_eq!(
+        startup_phase(&agent).await,
+        "cannot be removed (see the log)"
+    );
 }
 
 #[tokio::test]
@@ -115,6 +129,10 @@ async fn the_taint_stays_while_the_nodes_credentials_do_not_work() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(taints(&node), json!([startup()]));
     assert!(node.api.node_patches().is_empty());
+    assert_eq!(
+        startup_phase(&agent).await,
+        "waiting for the node's credentials"
+    );
     let logs = agent.logs();
     assert!(
         logs.contains("the node's own credentials do not work yet (sts:GetCallerIdentity); the startup taint stays"),

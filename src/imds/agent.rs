@@ -18,7 +18,7 @@ impl MetadataService {
     }
 
     /// Readiness: the index is listed and not stale. The body carries the
-    /// watches' health either way.
+    /// watches' health either way, and where the startup taint's removal is.
     pub(super) fn readyz(&self) -> Response<Body> {
         let store = self.entitlements.store();
         let health = store.health();
@@ -33,10 +33,11 @@ impl MetadataService {
             ),
             (true, false) => (StatusCode::OK, "ready"),
         };
-        responses::json(
-            status,
-            &json!({"status": text, "pods": store.pod_count(), "index": health}),
-        )
+        let mut body = json!({"status": text, "pods": store.pod_count(), "index": health});
+        if let Some(phase) = &self.startup {
+            body["startupTaint"] = json!(phase.borrow().label());
+        }
+        responses::json(status, &body)
     }
 
     pub(super) async fn metrics_page(&self) -> Response<Body> {

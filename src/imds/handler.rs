@@ -74,6 +74,8 @@ pub struct MetadataService {
     pub container: Option<super::ContainerEndpoint>,
     /// Warning Events on refused pods (`--pod-events`).
     pub events: Option<crate::events::PodEvents>,
+    /// Where the startup taint's removal is, when it is the agent's job.
+    pub startup: Option<tokio::sync::watch::Receiver<crate::startup::Phase>>,
 }
 
 impl MetadataService {
