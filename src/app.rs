@@ -502,12 +502,15 @@ async fn install_rules(
 /// [`firewall::conntrack`]). A failure is said and the agent goes on: the
 /// rules hold for every new connection.
 pub async fn cut_bypassing_connections(targets: Targets, cut: firewall::conntrack::CutFilter) {
+    let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || firewall::cut_bypassing_connections(&targets, &cut))
         .await
     {
         Ok(Ok(flushed)) => info!(
             cut = flushed.deleted,
             already_through_the_agent = flushed.kept,
+            tracked = flushed.tracked,
+            took_ms = started.elapsed().as_millis() as u64,
             "connections to the metadata service opened before the rules were cut"
         ),
         Ok(Err(error)) => error!(%error,

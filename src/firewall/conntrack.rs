@@ -70,6 +70,8 @@ pub struct Flushed {
     pub deleted: usize,
     /// Entries to a metadata address already sent to the agent, kept.
     pub kept: usize,
+    /// Entries read in all (the node's whole table, both families).
+    pub tracked: usize,
 }
 
 /// Whose connections a flush may cut, by original source and destination:
@@ -92,6 +94,7 @@ pub fn flush_bypassing(
     families.dedup();
     for family in families {
         for entry in dump(&socket, family)? {
+            flushed.tracked += 1;
             if entry.protocol != IPPROTO_TCP || !metadata.contains(&entry.original_destination) {
                 continue;
             }
