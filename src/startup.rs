@@ -131,6 +131,11 @@ pub async fn remove(client: &kube::Client, node: &str, taint: &StartupTaint) -> 
                     "cannot remove the startup taint: no such node (is --node, or $NODE_NAME from the downward API, right?)");
                 return None;
             }
+            Err(TaintError::Unreadable(why)) => {
+                warn!(%node, %taint, %why,
+                    "cannot read this node to look for the startup taint: iamlet needs get and patch on nodes (see docs/installation.md); a node registered with the taint takes no pods until it is removed");
+                return None;
+            }
             Err(TaintError::Refused(why)) => {
                 error!(%node, %taint, %why,
                     "cannot remove the startup taint: iamlet needs get and patch on nodes (see docs/installation.md); pods will not be scheduled on this node until it is removed");

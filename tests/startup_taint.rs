@@ -162,3 +162,22 @@ async fn another_taint_can_be_named_and_the_removal_turned_off() {
         agent.logs()
     );
 }
+
+#[tokio::test]
+async fn a_missing_node_is_said_as_such() {
+    let node = Node::start().await;
+    let agent = node.agent(&[]).await;
+    eventually("the log line", Duration::from_secs(10), || {
+        let logs = agent.logs();
+        async move {
+            logs.contains("cannot remove the startup taint: no such node")
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        startup_phase(&agent).await,
+        "cannot be removed (see the log)"
+    );
+    assert!(node.api.node_patches().is_empty());
+}

@@ -137,6 +137,10 @@ pub enum TaintError {
     /// Not allowed: retrying does not help until the RBAC is fixed.
     #[error("{0}")]
     Refused(String),
+    /// Not allowed to read the node: whether it carries the taint is
+    /// unknown (an install without the RBAC, or a taint not in use).
+    #[error("{0}")]
+    Unreadable(String),
     /// No such node: `--node` (or `$NODE_NAME`) is wrong.
     #[error("{0}")]
     NoSuchNode(String),
@@ -164,7 +168,15 @@ pub async fn remove_once(
         .header(http::header::ACCEPT, "application/json")
         .body(Vec::new())
         .map_err(|e| TaintError::Failed(e.to_string()))?;
-    let object: Value = client.request(read).await.map_err(classify)?;
+    let object: Value =
+        client
+            .request(read)
+            .await
+            .map_err(classify)
+            .map_err(|error| match error {
+                TaintError::Refused(why) => TaintError::Unreadable(why),
+                other => other,
+            })?;
     let Some(patch) = removal_patch(&object, taint) else {
         return Ok(Removal::Absent);
     };
