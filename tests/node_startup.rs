@@ -1,7 +1,8 @@
 //! A node's first minutes, on a simulated node (network namespaces, real
 //! nftables, the real agent): a pod's connection to the metadata address
 //! opened before the agent existed is cut when the agent is ready, and
-//! the startup taint comes off only then, once, leaving other taints.
+//! the startup taint comes off only then, once (a conflicting write
+//! retried), leaving other taints.
 //! Needs root.
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate: a panic is a test failure
@@ -14,6 +15,8 @@ use serde_json::{Value, json};
 use support::netns::{SimNode, check};
 
 const STARTUP_TAINT: &str = "iamlet.io/agent-not-ready";
+/// The simulated node's API server, as seen from the node.
+const API: &str = "http://127.0.0.1:6443";
 /// What the fake real metadata service lists: the node's role.
 const REAL_ANSWER: &str = "node-role";
 
@@ -89,6 +92,23 @@ fn a_connection_opened_before_the_agent_is_cut_before_the_taint_comes_off() {
     ]);
     std::thread::sleep(Duration::from_millis(500));
 
+    // Another controller writes the node's taints between the agent's read
+    // and its patch: the patch's test fails and the agent reads again.
+    let racer = json!({"key": "example.com/draining", "effect": "NoSchedule"});
+    let racing = json!([other, {"key": STARTUP_TAINT, "effect": "NoSchedule"}, racer]);
+    check(
+        &node.in_node(&[
+            "curl",
+            "-sf",
+            "-X",
+            "POST",
+            "--data",
+            &racing.to_string(),
+            &format!("{API}/fake/nodes/{}/race", support::NODE),
+        ]),
+        "arm the racing writer",
+    );
+
     node.start_agent(&[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let left = loop {
@@ -104,7 +124,25 @@ fn a_connection_opened_before_the_agent_is_cut_before_the_taint_comes_off() {
         std::thread::sleep(Duration::from_millis(50));
     };
     std::fs::write(&marker, "").unwrap();
-    assert_eq!(left, json!([other]), "other taints are kept as they were");
+    assert_eq!(
+        left,
+        json!([other, racer]),
+        "other taints are kept as they were, the racing writer's too"
+    );
+    let patches = node.in_node(&["curl", "-sf", &format!("{API}/fake/node-patches")]);
+    check(&patches, "read the node patches");
+    let patches: Value = serde_json::from_slice(&patches.stdout).unwrap();
+    let statuses: Vec<u64> = patches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [422, 200],
+        "a conflict, retried; removed once: {patches}"
+    );
 
     let out = node.wait_background(held, Duration::from_secs(30));
     let lines: Vec<&str> = out.lines().collect();

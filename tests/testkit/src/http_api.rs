@@ -161,6 +161,26 @@ fn route(
             shared.generation.send_modify(|g| *g += 1);
             ok(json!({"compacted": true}))
         }
+        // Test control for out-of-process servers (the network-namespace
+        // suite): a writer racing the next PATCH of a node, and the node
+        // PATCHes received (see `ApiServer::on_next_node_patch`,
+        // `ApiServer::node_patches`).
+        (&Method::POST, ["fake", "nodes", name, "race"]) => {
+            let taints: Value = serde_json::from_slice(body).map_err(|_| {
+                ApiError::new(400, "BadRequest", "the body is not a JSON taint list")
+            })?;
+            shared.node_control().race_next_patch(name, taints);
+            ok(json!({"racing": name}))
+        }
+        (&Method::GET, ["fake", "node-patches"]) => {
+            let patches: Vec<Value> = shared
+                .node_control()
+                .patches()
+                .into_iter()
+                .map(|p| json!({"name": p.name, "status": p.status, "body": p.body}))
+                .collect();
+            ok(json!(patches))
+        }
         (_, ["api", "v1", "pods"]) => collection(shared, method, stored(Kind::Pod), on(None)),
         (_, ["api", "v1", "namespaces"]) => {
             collection(shared, method, stored(Kind::Namespace), on(None))
