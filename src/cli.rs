@@ -79,8 +79,9 @@ pub struct ExplainArgs {
     #[arg(long, requires = "role")]
     pub namespace: Option<String>,
 
-    /// The agent to ask (http://HOST:PORT); defaults to --host-ip (or $HOST_IP) and
-    /// --metrics-port, where the agent on this node listens.
+    /// The agent to ask (http://HOST:PORT). By default the agent this runs beside: in its
+    /// container (kubectl exec) the address on its own command line, else --host-ip (or $HOST_IP)
+    /// and --metrics-port.
     #[arg(long)]
     pub agent: Option<String>,
 

@@ -144,6 +144,9 @@ pub enum Invocation {
     Explain {
         query: crate::explain::Query,
         agent: String,
+        /// `agent` was given (`--agent`, or the address flags): no need to
+        /// look for the running agent's own command line.
+        agent_given: bool,
         json: bool,
     },
 }
@@ -167,7 +170,15 @@ impl Invocation {
                     log_level,
                 })
             }
-            Some(Command::Explain(args)) => explain_invocation(&cli, args, env),
+            Some(Command::Explain(args)) => {
+                let given = ["host_ip", "app_port", "metrics_port"].iter().any(|id| {
+                    matches!(
+                        matches.value_source(id),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    )
+                });
+                explain_invocation(&cli, args, given, env)
+            }
             Some(Command::Run) | None => Ok(Invocation::Run(Box::new(Config::from_cli(
                 cli, &matches, env,
             )?))),
@@ -326,6 +337,7 @@ impl Config {
 fn explain_invocation(
     cli: &Cli,
     args: crate::cli::ExplainArgs,
+    address_flags_given: bool,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Invocation, ConfigError> {
     use crate::explain::Query;
@@ -349,6 +361,7 @@ fn explain_invocation(
             ));
         }
     };
+    let agent_given = args.agent.is_some() || address_flags_given;
     let agent = match args.agent {
         Some(agent) => agent,
         None => {
@@ -366,6 +379,7 @@ fn explain_invocation(
     Ok(Invocation::Explain {
         query,
         agent,
+        agent_given,
         json: args.json,
     })
 }

@@ -25,7 +25,18 @@ fn main() -> ExitCode {
             drop(logs);
             result
         }
-        Invocation::Explain { query, agent, json } => return explain(&query, &agent, json),
+        Invocation::Explain {
+            query,
+            agent,
+            agent_given,
+            json,
+        } => {
+            let agent = match agent_given {
+                true => agent,
+                false => iamlet::explain::client::running_agent().unwrap_or(agent),
+            };
+            return explain(&query, &agent, json);
+        }
         Invocation::Run(config) => {
             let logs = iamlet::telemetry::init(&config.log_format, config.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

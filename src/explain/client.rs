@@ -81,6 +81,32 @@ pub async fn ask(agent: &str, query: &Query) -> Result<Value, ExplainError> {
     serde_json::from_str(&text).map_err(|e| unreachable(format!("not a JSON answer: {e}")))
 }
 
+/// Where the agent this command runs beside listens, read from its own
+/// command line (`/proc/1/cmdline`: `kubectl exec` runs this in the
+/// agent's container, where the agent is process 1), so an agent on
+/// another port (the side-by-side cut-over's 8182) is found without
+/// `--agent`. `None` when process 1 is not an iamlet agent.
+pub fn running_agent() -> Option<String> {
+    agent_from_cmdline(&std::fs::read("/proc/1/cmdline").ok()?)
+}
+
+fn agent_from_cmdline(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if !args.first()?.ends_with("iamlet") {
+        return None;
+    }
+    let config = crate::config::Config::parse(&args, |name| std::env::var(name).ok()).ok()?;
+    let port = config.metrics_port.unwrap_or(config.listen.port());
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(config.listen.ip(), port)
+    ))
+}
+
 /// Whether the answer grants (or allows) the role.
 pub fn outcome(answer: &Value) -> Outcome {
     let entitled = answer["decision"]["granted"].as_bool() == Some(true)
@@ -230,4 +256,26 @@ fn render_credentials(credentials: &Value) -> String {
         ));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_agents_address_comes_from_its_command_line() {
+        // The side-by-side cut-over's ports (manifests/overlays/from-kube2iam).
+        let cmdline = b"/usr/local/bin/iamlet\0--iptables=true\0--host-ip=10.0.0.5\0--app-port=8182\0--metrics-port=8182\0";
+        assert_eq!(
+            agent_from_cmdline(cmdline).as_deref(),
+            Some("http://10.0.0.5:8182")
+        );
+        let metrics = b"iamlet\0--host-ip=10.0.0.5\0--app-port=8182\0--metrics-port=9100\0";
+        assert_eq!(
+            agent_from_cmdline(metrics).as_deref(),
+            Some("http://10.0.0.5:9100")
+        );
+        assert_eq!(agent_from_cmdline(b"/sbin/init\0"), None);
+        assert_eq!(agent_from_cmdline(b"iamlet\0--app-port=nope\0"), None);
+    }
 }
