@@ -182,7 +182,7 @@ pub async fn explain(
             answer(query, found.ok(), decision, entitlements, cache, now).await
         }
         Query::Address(ip) => {
-            let found = store.lookup(*ip).ok();
+            let found = store.lookup(crate::entitlement::canonical(*ip)).ok();
             let decision = entitlements.decide(*ip);
             answer(query, found, decision, entitlements, cache, now).await
         }

@@ -147,6 +147,10 @@ async fn each_role_source_and_verdict_is_explained() {
     assert_eq!(by_address["pod"]["name"], "denied");
     assert_eq!(by_address["role"], denied["role"]);
 
+    // An IPv4 address as a dual-stack socket would see it: the same pod.
+    let (mapped, _) = explain_json(&agent, &["::ffff:127.0.0.21"]);
+    assert_eq!(mapped["pod"]["name"], "denied", "{mapped}");
+
     let (ghost, code) = explain_json(&agent, &["team/ghost"]);
     assert_eq!(code, 1);
     assert!(ghost.get("pod").is_none(), "{ghost}");
