@@ -151,10 +151,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // Rules go in after the listeners are bound (DNATed connections wait in
     // their backlog instead of being refused) and before anything is answered.
     metrics.cgroup_identity.set(i64::from(cgroups.is_some()));
+    // Without --iptables the connections are not the agent's to cut.
+    let mut connections_cut = true;
     let guard = if config.iptables {
         let host_pods = cgroups.as_ref().and_then(|c| c.pod_tree_match().cloned());
         let guarded = install_rules(&config, host_pods, pods_connections(cgroups.clone())).await?;
-        cut_bypassing_connections(guarded.targets, guarded.cut.clone()).await;
+        connections_cut = cut_bypassing_connections(guarded.targets, guarded.cut.clone()).await;
         metrics.rules_installed.set(1);
         metrics.rules_managed.set(1);
         Some(firewall::spawn_guard(guarded, metrics.clone()))
@@ -179,6 +181,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 taint: taint.clone(),
                 store: store.clone(),
                 sts: node_sts,
+                connections_cut,
             });
             (Some(task), Some(phase))
         }
@@ -429,6 +432,25 @@ fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
                         "the agent runs in a pod whose cgroup is not in the pod tree; if its own calls to the metadata service are caught by the hostNetwork rule, run it outside the tree or fix --cgroup-root");
                 }
             }
+            if identity.pod_tree_match().is_some() {
+                use crate::identity::CgroupNamespace;
+                let mount = crate::identity::cgroups::cgroup2_mount()
+                    .unwrap_or_else(|| config.cgroup_root.clone());
+                match crate::identity::cgroup_namespace(&mount, &config.host_cgroup_namespace) {
+                    CgroupNamespace::Host => {}
+                    CgroupNamespace::OwnWithHost(host) => {
+                        info!(host_namespace = %host.display(),
+                            "the agent runs in a cgroup namespace of its own; the hostNetwork pods' rules are loaded from the host's");
+                        identity.load_rules_from(host);
+                    }
+                    CgroupNamespace::Own => {
+                        error!(
+                            "the agent runs in a cgroup namespace of its own and cannot reach the host's: rules loaded from here cannot match the pod tree, so hostNetwork pods are NOT intercepted and reach the real metadata service; run the agent with hostPID and CAP_SYS_ADMIN (manifests/components/host-network-pods, docs/installation.md)"
+                        );
+                        identity.without_pod_tree_rules();
+                    }
+                }
+            }
             let host_pods = identity.pod_tree_match().cloned();
             info!(cgroup_root = %config.cgroup_root.display(), host_network_pods = host_pods.is_some(),
                 pod_tree = ?host_pods, "pods are identified by their cgroups as well as their addresses");
@@ -457,7 +479,7 @@ fn pods_connections(cgroups: Option<Arc<CgroupIdentity>>) -> firewall::conntrack
         }
         cgroups.as_ref().is_some_and(|cgroups| {
             cgroups
-                .pod_of_socket(source, destination)
+                .pod_of_socket_fresh(source, destination)
                 .is_ok_and(|pod| cgroups.agent_pod() != Some(&pod))
         })
     })
@@ -499,23 +521,36 @@ async fn install_rules(
 
 /// Cuts pods' connections to the metadata addresses that were opened
 /// before the rules and so still reach the real service (see
-/// [`firewall::conntrack`]). A failure is said and the agent goes on: the
-/// rules hold for every new connection.
-pub async fn cut_bypassing_connections(targets: Targets, cut: firewall::conntrack::CutFilter) {
+/// [`firewall::conntrack`]). A failure is said and the agent goes on (the
+/// rules hold for every new connection), but the startup taint stays.
+/// Returns whether the cut was made.
+pub async fn cut_bypassing_connections(
+    targets: Targets,
+    cut: firewall::conntrack::CutFilter,
+) -> bool {
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || firewall::cut_bypassing_connections(&targets, &cut))
         .await
     {
-        Ok(Ok(flushed)) => info!(
-            cut = flushed.deleted,
-            already_through_the_agent = flushed.kept,
-            tracked = flushed.tracked,
-            took_ms = started.elapsed().as_millis() as u64,
-            "connections to the metadata service opened before the rules were cut"
-        ),
-        Ok(Err(error)) => error!(%error,
-            "cannot cut connections opened before the rules; any such connection keeps reaching the real metadata service until it closes"),
-        Err(error) => error!(%error, "the connection cut did not run"),
+        Ok(Ok(flushed)) => {
+            info!(
+                cut = flushed.deleted,
+                already_through_the_agent = flushed.kept,
+                tracked = flushed.tracked,
+                took_ms = started.elapsed().as_millis() as u64,
+                "connections to the metadata service opened before the rules were cut"
+            );
+            true
+        }
+        Ok(Err(error)) => {
+            error!(%error,
+                "cannot cut connections opened before the rules; any such connection keeps reaching the real metadata service until it closes, and the startup taint stays");
+            false
+        }
+        Err(error) => {
+            error!(%error, "the connection cut did not run; the startup taint stays");
+            false
+        }
     }
 }
 

@@ -410,6 +410,18 @@ pub struct NodeArgs {
         default_value = "/sys/fs/cgroup"
     )]
     pub cgroup_root: String,
+
+    /// The host's cgroup namespace, for an agent that runs in one of its own (a container on
+    /// cgroup v2): the hostNetwork pods' rules are loaded from it, because the kernel counts
+    /// their cgroup levels from the loader's namespace. Reachable with hostPID and
+    /// CAP_SYS_ADMIN (manifests/components/host-network-pods).
+    #[arg(
+        long,
+        global = true,
+        env = "IAMLET_HOST_CGROUP_NAMESPACE",
+        default_value = "/proc/1/ns/cgroup"
+    )]
+    pub host_cgroup_namespace: String,
 }
 
 /// The token-based endpoint (EKS Pod Identity's contract), ServiceAccount

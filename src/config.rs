@@ -105,6 +105,8 @@ pub struct Config {
     pub no_effect: Vec<(String, &'static str)>,
     /// The host's cgroup v2 hierarchy, for identity beyond the address.
     pub cgroup_root: std::path::PathBuf,
+    /// `--host-cgroup-namespace`.
+    pub host_cgroup_namespace: std::path::PathBuf,
     /// Where the IMDSv2 token key is kept across restarts (none: per process).
     pub imds_token_key_file: Option<std::path::PathBuf>,
     /// Values kube2iam accepted that iamlet had to change, with what it did.
@@ -317,6 +319,7 @@ impl Config {
             remove_rules_on_exit: cli.node.remove_rules_on_exit,
             no_effect,
             cgroup_root: std::path::PathBuf::from(cli.node.cgroup_root.trim()),
+            host_cgroup_namespace: std::path::PathBuf::from(cli.node.host_cgroup_namespace.trim()),
             imds_token_key_file: Some(cli.server.imds_token_key_file.trim())
                 .filter(|p| !p.is_empty())
                 .map(std::path::PathBuf::from),

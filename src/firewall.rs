@@ -73,7 +73,13 @@ pub fn install(
     let existed = present.iter().any(|(_, name)| *name == TABLE);
     helper::apply_ruleset(&rules::install_batch(targets, interfaces))?;
     match host_pods {
-        Some(tree) => apply_text(&rules::host_pod_rules(targets, tree))?,
+        Some(tree) => {
+            let text = rules::host_pod_rules(targets, tree);
+            match &tree.load_from {
+                Some(namespace) => in_cgroup_namespace(namespace, || apply_text(&text))?,
+                None => apply_text(&text)?,
+            }
+        }
         None => {
             let stale: Vec<_> = present
                 .into_iter()
@@ -88,6 +94,33 @@ pub fn install(
         Installed::Replaced
     } else {
         Installed::Fresh
+    })
+}
+
+/// Runs `write` on a thread of its own that has entered the cgroup
+/// namespace at `path` (a `nft` it starts inherits it), so that the
+/// kernel reads the rules' cgroup levels from that namespace's root.
+fn in_cgroup_namespace(
+    path: &std::path::Path,
+    write: impl FnOnce() -> Result<(), FirewallError> + Send,
+) -> Result<(), FirewallError> {
+    let namespace = std::fs::File::open(path)
+        .map_err(|e| FirewallError::Nft(format!("cannot open {}: {e}", path.display())))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(
+                    |e| {
+                        FirewallError::Nft(format!(
+                            "cannot enter the host's cgroup namespace ({}): {e}; the agent needs CAP_SYS_ADMIN for it",
+                            path.display()
+                        ))
+                    },
+                )?;
+                write()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(FirewallError::Nft("the rule writer panicked".into())))
     })
 }
 

@@ -7,6 +7,7 @@ pub mod sockdiag;
 
 pub use cgroup::{PodCgroup, PodUid, pod_of};
 pub use cgroups::{
-    CgroupIdentity, PodTreeMatch, Unidentified, Unusable, node_addresses, pod_from_environment,
+    CgroupIdentity, CgroupNamespace, PodTreeMatch, Unidentified, Unusable, cgroup_namespace,
+    node_addresses, pod_from_environment,
 };
 pub use sockdiag::{SockDiagError, socket_cgroup};

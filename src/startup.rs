@@ -37,6 +37,9 @@ pub struct Startup {
     pub taint: StartupTaint,
     pub store: Arc<PodStore>,
     pub sts: AwsSts,
+    /// Whether connections that predate the rules were cut: if not, the
+    /// node is not safe for pods, and the taint stays.
+    pub connections_cut: bool,
 }
 
 /// Where the startup task is, for `/readyz`.
@@ -70,6 +73,12 @@ impl Phase {
 pub fn spawn(startup: Startup) -> (JoinHandle<()>, watch::Receiver<Phase>) {
     let (phase, watched) = watch::channel(Phase::WaitingForPods);
     let task = tokio::spawn(async move {
+        if !startup.connections_cut {
+            error!(node = %startup.node, taint = %startup.taint,
+                "the startup taint stays: connections opened before the rules could not be cut");
+            phase.send_replace(Phase::Failed);
+            return;
+        }
         wait_for_index(&startup.store).await;
         phase.send_replace(Phase::WaitingForNodeCredentials);
         wait_for_node_credentials(&startup.sts).await;

@@ -965,6 +965,17 @@ fn every_value_has_its_visible_effect() {
             },
         ),
         option(
+            "hostCgroupNamespace",
+            json!({"hostCgroupNamespace": true}),
+            |r| {
+                assert_eq!(r.pod()["hostPID"], true);
+                assert_eq!(
+                    r.container()["securityContext"]["capabilities"]["add"],
+                    json!(["NET_ADMIN", "NET_BIND_SERVICE", "SYS_ADMIN"])
+                );
+            },
+        ),
+        option(
             "startupTaint empty",
             json!({"startupTaint": "", "tolerations": []}),
             |r| {

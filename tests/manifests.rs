@@ -458,3 +458,43 @@ fn the_documented_node_policy_validates() {
     );
     assert!(block.contains(&format!("== \"{user}\"")), "{block}");
 }
+
+/// The host-network-pods component gives the agent what loading the
+/// hostNetwork rules from the host's cgroup namespace takes, and nothing
+/// else changes.
+#[test]
+fn the_host_network_pods_component_adds_host_pid_and_sys_admin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize takes resources and components by relative path only.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let relative = |p: &str| {
+        format!(
+            "{up}{}",
+            root.join(p).display().to_string().trim_start_matches('/')
+        )
+    };
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+            relative("base"),
+            relative("components/host-network-pods")
+        ),
+    )
+    .unwrap();
+    let with = render("with the component", dir.path());
+    let base = render("base", &root.join("base"));
+    let pod = &find(&with, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_BIND_SERVICE", "SYS_ADMIN"])
+    );
+    let mut expected = find(&base, "DaemonSet").clone();
+    let spec = &mut expected["spec"]["template"]["spec"];
+    spec["hostPID"] = serde_json::json!(true);
+    spec["containers"][0]["securityContext"]["capabilities"]["add"] =
+        serde_json::json!(["NET_ADMIN", "NET_BIND_SERVICE", "SYS_ADMIN"]);
+    assert_eq!(find(&with, "DaemonSet"), &expected);
+}

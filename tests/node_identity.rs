@@ -274,9 +274,19 @@ fn the_agent_in_a_pod_of_its_own_reaches_the_real_service() {
     // agent's own sockets can tell which pod it is.
     let mut wrapper = SimNode::cgroup_wrapper().to_vec();
     wrapper.extend(["sh", "-c", &enter, "sh", "unshare", "-C"]);
-    node.start_agent_as(&wrapper, &[&root]);
+    // The host's cgroup namespace, as /proc/1/ns/cgroup is under hostPID:
+    // the test process's here.
+    let host_namespace = format!(
+        "--host-cgroup-namespace=/proc/{}/ns/cgroup",
+        std::process::id()
+    );
+    node.start_agent_as(&wrapper, &[&root, &host_namespace]);
     let log = node.agent_log();
     assert!(log.contains("identified by their cgroups"), "{log}");
+    assert!(
+        log.contains("the hostNetwork pods' rules are loaded from the host's"),
+        "{log}"
+    );
 
     let (code, body) = node.curl(
         "app",
@@ -299,5 +309,40 @@ fn the_agent_in_a_pod_of_its_own_reaches_the_real_service() {
     assert!(
         node.ruleset()
             .contains("the agent's own pod reaches the real service")
+    );
+}
+
+/// In a cgroup namespace of its own with no way to the host's, rules for
+/// the pod tree could never match: the agent says so, as an error, and
+/// installs none rather than pretend.
+#[test]
+fn an_agent_that_cannot_reach_the_host_cgroup_namespace_says_hostnetwork_pods_are_not_intercepted()
+{
+    const AGENT_UID: &str = "7b1c3d5e-2f4a-4b6c-8d9e-0a1b2c3d4e5f";
+    let mut node = SimNode::up();
+    let agent_cgroup = node.add_pod_cgroup(AGENT_UID);
+    let root = node.cgroup_root_flag();
+    let relative = agent_cgroup
+        .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
+        .unwrap();
+    let enter = format!(
+        "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
+        relative.display()
+    );
+    let mut wrapper = SimNode::cgroup_wrapper().to_vec();
+    wrapper.extend(["sh", "-c", &enter, "sh", "unshare", "-C"]);
+    node.start_agent_as(
+        &wrapper,
+        &[&root, "--host-cgroup-namespace=/proc/self/ns/cgroup"],
+    );
+    let log = node.agent_log();
+    assert!(
+        log.contains("ERROR") && log.contains("hostNetwork pods are NOT intercepted"),
+        "{log}"
+    );
+    assert!(
+        !node.ruleset().contains("iamlet-hostnet"),
+        "{}",
+        node.ruleset()
     );
 }

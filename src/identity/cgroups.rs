@@ -60,6 +60,54 @@ pub struct PodTreeMatch {
     /// agent's own pod (a DaemonSet pod is in the tree), whose calls to
     /// the real metadata service must reach it, not the agent itself.
     pub exempt: Vec<PodTreeMatch>,
+    /// The cgroup namespace to load the rules from (the host's), when the
+    /// agent runs in one of its own: the kernel counts a rule's level from
+    /// the root of the loader's cgroup namespace, and a container's root
+    /// is its own cgroup, below the pod tree.
+    pub load_from: Option<PathBuf>,
+}
+
+/// Where the agent stands with cgroup namespaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupNamespace {
+    /// The host's: levels count from the hierarchy's root.
+    Host,
+    /// One of its own, and another (the host's) is reachable here (through
+    /// `/proc/1/ns/cgroup` with the host's PID namespace).
+    OwnWithHost(PathBuf),
+    /// One of its own and no way to the host's.
+    Own,
+}
+
+/// Which cgroup namespace this process is in, judged by the kernel: the
+/// cgroup its own socket is in must be the directory `/proc/self/cgroup`
+/// names under the hierarchy mounted at `mount`. `host` is where the
+/// host's namespace may be found.
+pub fn cgroup_namespace(mount: &Path, host: &Path) -> CgroupNamespace {
+    use std::os::unix::fs::MetadataExt;
+    let named = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("0::").map(str::to_string))
+        });
+    let own = own_socket_cgroup();
+    let in_host = match (named, own) {
+        (Some(path), Some(id)) => std::fs::metadata(mount.join(path.trim_start_matches('/')))
+            .is_ok_and(|meta| meta.ino() == id),
+        // Cannot tell: take the host's (what every earlier release assumed).
+        _ => true,
+    };
+    if in_host {
+        return CgroupNamespace::Host;
+    }
+    let ino = |path: &Path| std::fs::metadata(path).ok().map(|m| m.ino());
+    match (ino(host), ino(Path::new("/proc/self/ns/cgroup"))) {
+        (Some(theirs), Some(ours)) if theirs != ours => {
+            CgroupNamespace::OwnWithHost(host.to_path_buf())
+        }
+        _ => CgroupNamespace::Own,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +190,41 @@ impl CgroupIdentity {
             tree.exempt = vec![exempt];
         }
         true
+    }
+
+    /// Loads the pod tree's rules from the cgroup namespace at `path`.
+    pub fn load_rules_from(&mut self, path: PathBuf) {
+        if let Some(tree) = self.tree.as_mut() {
+            tree.load_from = Some(path);
+        }
+    }
+
+    /// No rules for the pod tree: they could not match (see
+    /// [`CgroupNamespace::Own`]).
+    pub fn without_pod_tree_rules(&mut self) {
+        self.tree = None;
+    }
+
+    /// [`CgroupIdentity::pod_of_socket`], but a socket in a cgroup the last
+    /// walk did not know is looked up again after a fresh walk, however
+    /// recent the last: a pod whose cgroup appeared a moment ago is still
+    /// a pod. For decisions that admit what is *not* a pod.
+    pub fn pod_of_socket_fresh(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<PodUid, Unidentified> {
+        match self.pod_of_socket(local, remote) {
+            Err(Unidentified::NotAPod(id)) => {
+                {
+                    let _walking = self.walking.lock().unwrap_or_else(PoisonError::into_inner);
+                    self.walk();
+                }
+                let found = self.lock().by_id.get(&id).cloned();
+                found.ok_or(Unidentified::NotAPod(id))
+            }
+            other => other,
+        }
     }
 
     /// The pod the agent runs in, once found.
@@ -330,6 +413,7 @@ fn pod_tree_match(kubepods: &Path) -> Option<PodTreeMatch> {
         path: path.to_string_lossy().into_owned(),
         level,
         exempt: Vec::new(),
+        load_from: None,
     })
 }
 

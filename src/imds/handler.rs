@@ -191,7 +191,7 @@ impl MetadataService {
         let (peer, local) = (connection.peer, connection.local);
         let placed = {
             let cgroups = cgroups.clone();
-            tokio::task::spawn_blocking(move || cgroups.pod_of_socket(peer, local)).await
+            tokio::task::spawn_blocking(move || cgroups.pod_of_socket_fresh(peer, local)).await
         };
         match placed {
             Ok(Err(crate::identity::Unidentified::NotAPod(_))) => true,

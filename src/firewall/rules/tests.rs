@@ -186,6 +186,7 @@ fn the_host_network_table_is_replaced_whole_in_each_family() {
         path: "kubepods.slice".into(),
         level: 1,
         exempt: Vec::new(),
+        load_from: None,
     };
     let targets = Targets::new(["10.0.0.5:8181".parse().unwrap()]);
     let text = host_pod_rules(&targets, &tree);
