@@ -432,7 +432,8 @@ fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
                         "the agent runs in a pod whose cgroup is not in the pod tree; if its own calls to the metadata service are caught by the hostNetwork rule, run it outside the tree or fix --cgroup-root");
                 }
             }
-            if identity.pod_tree_match().is_some() {
+            let tree_matchable = identity.pod_tree_match().is_some();
+            if tree_matchable {
                 use crate::identity::CgroupNamespace;
                 let mount = crate::identity::cgroups::cgroup2_mount()
                     .unwrap_or_else(|| config.cgroup_root.clone());
@@ -454,7 +455,7 @@ fn probe_cgroups(config: &Config) -> Option<Arc<CgroupIdentity>> {
             let host_pods = identity.pod_tree_match().cloned();
             info!(cgroup_root = %config.cgroup_root.display(), host_network_pods = host_pods.is_some(),
                 pod_tree = ?host_pods, "pods are identified by their cgroups as well as their addresses");
-            if host_pods.is_none() {
+            if !tree_matchable {
                 warn!(cgroup_root = %config.cgroup_root.display(),
                     "the cgroup root is not under /sys/fs/cgroup, where nft resolves cgroups: hostNetwork pods are not intercepted");
             }
