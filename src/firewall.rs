@@ -36,6 +36,10 @@ impl From<NftablesError> for FirewallError {
     }
 }
 
+/// How many times the cut reads the table, and how far apart.
+const CUT_PASSES: usize = 3;
+const CUT_PASS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// [`conntrack::flush_bypassing`] for the metadata addresses and the
 /// agent's DNAT targets.
 pub fn cut_bypassing_connections(
@@ -48,7 +52,18 @@ pub fn cut_bypassing_connections(
         SocketAddr::new(IpAddr::V6(METADATA_V6), METADATA_PORT),
     ];
     let agent: Vec<SocketAddr> = [targets.v4, targets.v6].into_iter().flatten().collect();
-    conntrack::flush_bypassing(&metadata, &agent, cut)
+    // A connection whose entry is deleted is tracked again from its next
+    // packet: from the client, that packet meets the DNAT and is reset;
+    // from the service (a delayed ACK), the new entry is the reverse of
+    // the old one and bypasses the DNAT. Passes a little apart catch those.
+    let mut total = conntrack::flush_bypassing(&metadata, &agent, cut)?;
+    for _ in 0..CUT_PASSES - 1 {
+        std::thread::sleep(CUT_PASS_INTERVAL);
+        let pass = conntrack::flush_bypassing(&metadata, &agent, cut)?;
+        total.deleted += pass.deleted;
+        total.kept = pass.kept;
+    }
+    Ok(total)
 }
 
 /// Whether an install found rules of an earlier agent.

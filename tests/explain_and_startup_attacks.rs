@@ -736,10 +736,20 @@ fn sim_the_cut_reads_a_large_conntrack_table() {
     std::fs::write(&marker, "").unwrap();
     let log = node.agent_log();
     assert!(
-        log.contains("opened before the rules were cut cut=1 "),
-        "exactly the held connection was cut:\n{log}"
+        connections_cut(&log) >= 1,
+        "the held connection was cut (one or more passes):\n{log}"
     );
     let out = node.wait_background(held, Duration::from_secs(30));
     assert!(out.lines().any(|l| l.contains(" error ")), "{out}");
     assert_eq!(out.lines().last(), Some("new app-role"), "{out}");
+}
+
+/// How many connections the agent's start cut, from its log.
+fn connections_cut(log: &str) -> usize {
+    log.lines()
+        .find(|l| l.contains("opened before the rules were cut"))
+        .and_then(|l| l.split(" cut=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

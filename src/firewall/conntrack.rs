@@ -95,17 +95,30 @@ pub fn flush_bypassing(
     for family in families {
         for entry in dump(&socket, family)? {
             flushed.tracked += 1;
-            if entry.protocol != IPPROTO_TCP || !metadata.contains(&entry.original_destination) {
+            if entry.protocol != IPPROTO_TCP {
                 continue;
             }
-            if entry.reply_source.is_some_and(|from| is_agent(from, agent)) {
+            // The client's end and the service's: an entry is normally
+            // tracked from the client's first packet, but one deleted
+            // mid-stream is tracked again from whichever end sends next,
+            // and when that is the service, the entry is reversed.
+            let (client, service) = if metadata.contains(&entry.original_destination) {
+                (entry.original_source, entry.original_destination)
+            } else if let Some(source) = entry
+                .original_source
+                .filter(|source| metadata.contains(source))
+            {
+                (Some(entry.original_destination), source)
+            } else {
+                continue;
+            };
+            if metadata.contains(&entry.original_destination)
+                && entry.reply_source.is_some_and(|from| is_agent(from, agent))
+            {
                 flushed.kept += 1;
                 continue;
             }
-            if !entry
-                .original_source
-                .is_some_and(|from| cut(from, entry.original_destination))
-            {
+            if !client.is_some_and(|from| cut(from, service)) {
                 continue;
             }
             if delete(&socket, family, &entry)? {
