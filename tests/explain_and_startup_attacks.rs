@@ -463,27 +463,10 @@ fn container_cgroup(node: &SimNode, uid: &str) -> std::path::PathBuf {
 fn start_agent_in_its_pod(node: &mut SimNode, cgroup_namespace: bool) -> std::path::PathBuf {
     let agent_cgroup = node.add_pod_cgroup(AGENT_UID);
     node.add_host_network_pod("iamlet-x1", AGENT_UID, None);
-    let root = node.cgroup_root_flag();
-    let relative = agent_cgroup
-        .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
-        .unwrap();
-    let enter = format!(
-        "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
-        relative.display()
-    );
-    let mut wrapper = SimNode::cgroup_wrapper().to_vec();
-    wrapper.extend(["sh", "-c", &enter, "sh"]);
     // In a cgroup namespace of its own, the agent loads the hostNetwork
-    // rules from the host's: here the test process's, standing in for
-    // /proc/1/ns/cgroup under hostPID.
-    let host_namespace = format!(
-        "--host-cgroup-namespace=/proc/{}/ns/cgroup",
-        std::process::id()
-    );
-    if cgroup_namespace {
-        wrapper.extend(["unshare", "-C"]);
-    }
-    node.start_agent_as(&wrapper, &[&root, &host_namespace]);
+    // rules from the host's: here the test process's.
+    let host_namespace = SimNode::host_cgroup_namespace_flag();
+    node.start_agent_in_pod_cgroup(&agent_cgroup, cgroup_namespace, &[&host_namespace]);
     let log = node.agent_log();
     assert!(
         log.contains("the agent's own pod is left out of the hostNetwork rules"),

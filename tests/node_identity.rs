@@ -260,27 +260,11 @@ fn the_agent_in_a_pod_of_its_own_reaches_the_real_service() {
     node.add_pod_cgroup(APP_UID);
     let agent_cgroup = node.add_pod_cgroup(AGENT_UID);
     node.add_host_network_pod("iamlet-x1", AGENT_UID, None);
-    let root = node.cgroup_root_flag();
-    // Inside the wrapper's mount namespace the hierarchy is at /sys/fs/cgroup.
-    let relative = agent_cgroup
-        .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
-        .unwrap();
-    let enter = format!(
-        "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
-        relative.display()
-    );
     // In a cgroup namespace of its own, as a container is: /proc/self/cgroup
     // says "/", and no $POD_UID is set, so only the kernel's view of the
     // agent's own sockets can tell which pod it is.
-    let mut wrapper = SimNode::cgroup_wrapper().to_vec();
-    wrapper.extend(["sh", "-c", &enter, "sh", "unshare", "-C"]);
-    // The host's cgroup namespace, as /proc/1/ns/cgroup is under hostPID:
-    // the test process's here.
-    let host_namespace = format!(
-        "--host-cgroup-namespace=/proc/{}/ns/cgroup",
-        std::process::id()
-    );
-    node.start_agent_as(&wrapper, &[&root, &host_namespace]);
+    let host_namespace = SimNode::host_cgroup_namespace_flag();
+    node.start_agent_in_pod_cgroup(&agent_cgroup, true, &[&host_namespace]);
     let log = node.agent_log();
     assert!(log.contains("identified by their cgroups"), "{log}");
     assert!(
@@ -321,19 +305,10 @@ fn an_agent_that_cannot_reach_the_host_cgroup_namespace_says_hostnetwork_pods_ar
     const AGENT_UID: &str = "7b1c3d5e-2f4a-4b6c-8d9e-0a1b2c3d4e5f";
     let mut node = SimNode::up();
     let agent_cgroup = node.add_pod_cgroup(AGENT_UID);
-    let root = node.cgroup_root_flag();
-    let relative = agent_cgroup
-        .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
-        .unwrap();
-    let enter = format!(
-        "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
-        relative.display()
-    );
-    let mut wrapper = SimNode::cgroup_wrapper().to_vec();
-    wrapper.extend(["sh", "-c", &enter, "sh", "unshare", "-C"]);
-    node.start_agent_as(
-        &wrapper,
-        &[&root, "--host-cgroup-namespace=/proc/self/ns/cgroup"],
+    node.start_agent_in_pod_cgroup(
+        &agent_cgroup,
+        true,
+        &["--host-cgroup-namespace=/proc/self/ns/cgroup"],
     );
     let log = node.agent_log();
     assert!(

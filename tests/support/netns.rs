@@ -474,6 +474,45 @@ impl SimNode {
         ]
     }
 
+    /// Starts the agent as a DaemonSet pod runs: inside the pod cgroup
+    /// `cgroup` (see [`SimNode::add_pod_cgroup`]), seeing the hierarchy as
+    /// [`SimNode::cgroup_wrapper`] does, with `--cgroup-root` set, and with
+    /// `own_cgroup_namespace` in a cgroup namespace of its own (as a
+    /// container on cgroup v2 is). `extra` flags follow.
+    pub fn start_agent_in_pod_cgroup(
+        &mut self,
+        cgroup: &Path,
+        own_cgroup_namespace: bool,
+        extra: &[&str],
+    ) {
+        // Inside the wrapper's mount namespace the hierarchy is at /sys/fs/cgroup.
+        let relative = cgroup
+            .strip_prefix(iamlet::identity::cgroups::cgroup2_mount().unwrap())
+            .unwrap();
+        let enter = format!(
+            "echo $$ > /sys/fs/cgroup/{}/cgroup.procs && exec \"$@\"",
+            relative.display()
+        );
+        let mut wrapper = Self::cgroup_wrapper().to_vec();
+        wrapper.extend(["sh", "-c", &enter, "sh"]);
+        if own_cgroup_namespace {
+            wrapper.extend(["unshare", "-C"]);
+        }
+        let root = self.cgroup_root_flag();
+        let mut flags = vec![root.as_str()];
+        flags.extend(extra);
+        self.start_agent_as(&wrapper, &flags);
+    }
+
+    /// `--host-cgroup-namespace` naming the test process's cgroup
+    /// namespace: the host's, as `/proc/1/ns/cgroup` is under hostPID.
+    pub fn host_cgroup_namespace_flag() -> String {
+        format!(
+            "--host-cgroup-namespace=/proc/{}/ns/cgroup",
+            std::process::id()
+        )
+    }
+
     /// `--cgroup-root` for the agent under [`SimNode::cgroup_wrapper`].
     pub fn cgroup_root_flag(&self) -> String {
         self.cgroup_tree();
